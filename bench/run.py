@@ -1,0 +1,946 @@
+"""Run the performance benchmark of DESIGN §6 and print its table.
+
+``python -m bench.run`` builds (or reuses) the benchmark databases of ``bench.generate`` at scales 1.0
+and 0.1 in the persistent cluster under ``.cache/bench/``, shifts their recent rows to the present,
+then measures, as the exporter's role and with the exporter's own session settings:
+
+* per collector: client latency (median, p99) over N runs, server time and buffers per call from
+  pg_stat_statements, rows returned, and a plan check (no Seq Scan on a history table);
+* the full scrape through the real exporter over HTTP (every collector re-run each time), at both
+  scales, alternating with postgres_exporter's default collectors against the same database;
+* the sampler's query with 500 idle client connections open, and the CPU the sampler adds
+  (client process and its server backend) over 60 s at a 1 s interval;
+* the resident memory of a separate ``prefect-db-exporter`` process after warm-up.
+
+Results go to ``bench/results/<date>.json``; the Markdown table is printed on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from bench.cluster import (
+    EXPORTER_PASSWORD,
+    EXPORTER_ROLE,
+    PREFECT_VERSION,
+    bench_dir,
+    ensure_cluster,
+    progress,
+)
+from bench.generate import Sizes, ensure_database
+from bench.refresh import shift_to_now
+from devtools.pgcluster import PgCluster, free_port
+from exporter.catalog import Catalog, CollectorSpec, load_catalog
+from exporter.config import DEFAULT_OPERATIONS_FILE, DEFAULT_QUERY_DIR, load_config
+from exporter.database import TargetDatabase
+from exporter.exposition import render
+from exporter.gates import unmet_requirement
+from exporter.operations import load_operations
+from exporter.sampler import SAMPLE_SQL, Sampler, SessionSample
+from exporter.service import Exporter
+from exporter.web import make_app
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HISTORY_TABLES = frozenset({"flow_run", "flow_run_state", "log", "events", "event_resources"})
+PASSWORD_ENV = "BENCH_EXPORTER_PASSWORD"
+POSTGRES_EXPORTER = "prometheus-postgres-exporter"
+EXPORTER_CLI = REPO_ROOT / ".venv" / "bin" / "prefect-db-exporter"
+TOP_PLANS = 3
+
+# DESIGN §6.
+TARGET_SCRAPE_MS = 100.0
+TARGET_SCALE_RATIO = 1.3
+TARGET_SAMPLER_CPU_PERCENT = 1.0
+TARGET_RSS_MB = 60.0
+
+STATEMENT_STATS_SQL = """
+SELECT calls, total_exec_time, rows, shared_blks_hit, shared_blks_read, query
+FROM pg_stat_statements
+WHERE dbid = $1 AND userid = $2
+ORDER BY calls DESC, total_exec_time DESC
+LIMIT 1
+"""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Return the nearest-rank percentile ``q`` (0-100) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+def summary(values_ms: Sequence[float]) -> dict[str, float]:
+    """Return median, p99, min and max of a list of milliseconds."""
+    return {
+        "median_ms": round(statistics.median(values_ms), 3),
+        "p99_ms": round(percentile(values_ms, 99), 3),
+        "min_ms": round(min(values_ms), 3),
+        "max_ms": round(max(values_ms), 3),
+        "n": len(values_ms),
+    }
+
+
+def exporter_dsn(cluster: PgCluster, dbname: str, *, with_password: bool = False) -> str:
+    """Return the DSN of the exporter role on a benchmark database."""
+    return cluster.dsn(dbname, EXPORTER_ROLE, EXPORTER_PASSWORD if with_password else None)
+
+
+def target_database(cluster: PgCluster, dbname: str) -> TargetDatabase:
+    """Return the exporter's TargetDatabase for a benchmark database, configured as in production."""
+    config = load_config(write_config(cluster, dbname, port=free_port(), sampler=True))
+    return TargetDatabase(config.targets[0], config.thresholds)
+
+
+async def exporter_connection(cluster: PgCluster, dbname: str, db: TargetDatabase) -> asyncpg.Connection:
+    """Connect as the exporter role with the exporter's own session settings."""
+    return await asyncpg.connect(
+        exporter_dsn(cluster, dbname), password=EXPORTER_PASSWORD, server_settings=db.server_settings()
+    )
+
+
+def write_config(cluster: PgCluster, dbname: str, *, port: int, sampler: bool) -> Path:
+    """Write an exporter config file for one benchmark database; return its path."""
+    os.environ[PASSWORD_ENV] = EXPORTER_PASSWORD
+    directory = bench_dir() / "config"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"exporter-{dbname}-{'sampler' if sampler else 'nosampler'}.yaml"
+    path.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        "targets:\n"
+        f"  - name: {dbname}\n"
+        f"    dsn: {exporter_dsn(cluster, dbname)}\n"
+        f"    password_env: {PASSWORD_ENV}\n"
+        "sampler:\n"
+        f"  enabled: {'true' if sampler else 'false'}\n"
+        "  interval: 1s\n"
+        "log:\n"
+        "  level: warning\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """Return the user+system CPU seconds a process has used, from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_memory_kb(pid: int) -> dict[str, int]:
+    """Return VmRSS and VmHWM (peak) of a process in kB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe the machine: CPU model, cores, memory, kernel, load."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def metric_value(text: str, name: str) -> float | None:
+    """Return the first sample of an unlabelled metric in an exposition text."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, flags=re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def failed_collectors(text: str) -> list[str]:
+    """Return the collectors the exposition reports as failed."""
+    pattern = r'^prefect_db_exporter_collector_success\{[^}]*collector="([^"]+)"[^}]*\} 0(\.0)?$'
+    return re.findall(pattern, text, flags=re.MULTILINE)
+
+
+# ---------------------------------------------------------------- plans
+
+
+def walk_plan(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Yield every node of an EXPLAIN (FORMAT JSON) plan tree."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from walk_plan(child)
+
+
+def plan_check(plan_json: str) -> dict[str, Any]:
+    """Return the history tables scanned sequentially and the indexes a plan uses."""
+    root = json.loads(plan_json)[0]["Plan"]
+    seq_scans: set[str] = set()
+    indexes: set[str] = set()
+    for node in walk_plan(root):
+        relation = node.get("Relation Name")
+        if node["Node Type"] == "Seq Scan" and relation in HISTORY_TABLES:
+            seq_scans.add(relation)
+        if "Index Name" in node:
+            indexes.add(node["Index Name"])
+    return {
+        "ok": not seq_scans,
+        "seq_scans_on_history": sorted(seq_scans),
+        "indexes": sorted(indexes),
+        "estimated_cost": root.get("Total Cost"),
+    }
+
+
+# ---------------------------------------------------------------- live writes during the measurements
+
+# Prefect at this size writes about 30 flow-run state rows a minute (11,000 runs a day, 4 states each).
+TRANSITIONS_PER_SECOND = 0.5
+TRANSITION_SQL = """
+INSERT INTO flow_run_state (flow_run_id, type, name, "timestamp", state_details, created, updated)
+SELECT fr.id, s.type::state_type, s.name, t.now, jsonb_build_object('flow_run_id', fr.id), t.now, t.now
+FROM (SELECT clock_timestamp() - make_interval(secs => $1::float8) AS now) AS t
+CROSS JOIN (VALUES ('RUNNING', 'Running'), ('COMPLETED', 'Completed')) AS s (type, name)
+-- One random finished run per state row (the reference to s makes the subquery run once per row).
+CROSS JOIN LATERAL (
+    SELECT id FROM flow_run
+    WHERE id = md5('fr' || (1 + floor(random() * $2) + 0 * length(s.name))::int)::uuid
+) AS fr
+ON CONFLICT DO NOTHING
+"""
+
+
+class LiveWriter:
+    """Writes flow-run state transitions at Prefect's rate, so that recent rows exist as in production.
+
+    A static copy of a database has no state row in the last minute once a few minutes have passed,
+    so the incremental ``flow_run_transitions`` collector would read nothing. The writer back-fills the
+    last minute, then adds two state rows every 1 / ``TRANSITIONS_PER_SECOND`` * 2 seconds.
+    """
+
+    def __init__(self, cluster: PgCluster, dbname: str, history_runs: int) -> None:
+        self.dsn = cluster.dsn(dbname)
+        self.history_runs = history_runs
+        self.rows = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Back-fill the last minute and start writing."""
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "bench-live-writer"})
+        interval = 2 / TRANSITIONS_PER_SECOND
+        for ago in range(60, 0, -int(interval)):
+            await conn.execute(TRANSITION_SQL, float(ago), self.history_runs)
+        self._task = asyncio.create_task(self._loop(conn, interval))
+
+    async def _loop(self, conn: asyncpg.Connection, interval: float) -> None:
+        """Write until cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await conn.execute(TRANSITION_SQL, 0.0, self.history_runs)
+                self.rows += 2
+        finally:
+            conn.terminate()
+
+    async def stop(self) -> None:
+        """Stop writing."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- per-collector measurement
+
+
+async def admin_connection(cluster: PgCluster) -> asyncpg.Connection:
+    """Connect as superuser to the ``postgres`` database, where pg_stat_statements is read."""
+    conn = await asyncpg.connect(cluster.dsn("postgres"))
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return conn
+
+
+async def statement_stats(admin: asyncpg.Connection, dbname: str) -> tuple[int, int]:
+    """Return the (dbid, userid) pg_stat_statements uses for the exporter role on ``dbname``."""
+    row = await admin.fetchrow(
+        "SELECT (SELECT oid FROM pg_database WHERE datname = $1) AS dbid,"
+        " (SELECT oid FROM pg_roles WHERE rolname = $2) AS userid",
+        dbname,
+        EXPORTER_ROLE,
+    )
+    return int(row["dbid"]), int(row["userid"])
+
+
+class Session:
+    """One benchmark database as the exporter sees it: its connection, facts and statement ids."""
+
+    def __init__(self, name: str, conn: asyncpg.Connection, facts: Any, ids: tuple[int, int]) -> None:
+        self.name = name
+        self.conn = conn
+        self.facts = facts
+        self.ids = ids
+
+    @classmethod
+    async def open(cls, cluster: PgCluster, dbname: str, admin: asyncpg.Connection) -> Session:
+        """Connect as the exporter role, with the exporter's session settings, and read the gates' facts."""
+        db = target_database(cluster, dbname)
+        facts = await db.refresh_facts(10.0)
+        await db.close()
+        conn = await exporter_connection(cluster, dbname, db)
+        return cls(dbname, conn, facts, await statement_stats(admin, dbname))
+
+
+async def server_stats(admin: asyncpg.Connection, ids: tuple[int, int]) -> dict[str, Any]:
+    """Return the pg_stat_statements figures per call of the exporter role's busiest statement."""
+    stat = await admin.fetchrow(STATEMENT_STATS_SQL, *ids)
+    if stat is None or not stat["calls"]:
+        return {}
+    calls = stat["calls"]
+    return {
+        "calls": calls,
+        "mean_ms": round(stat["total_exec_time"] / calls, 3),
+        "shared_blks_hit_per_call": round(stat["shared_blks_hit"] / calls, 1),
+        "shared_blks_read_per_call": round(stat["shared_blks_read"] / calls, 1),
+        "rows_per_call": round(stat["rows"] / calls, 1),
+    }
+
+
+async def time_statement(
+    sessions: Sequence[Session], admin: asyncpg.Connection, sql: str, runs: int, warmup: int
+) -> dict[str, dict[str, Any]]:
+    """Run ``sql`` on every session in alternation; return client times, rows and server stats per session."""
+    rows: dict[str, int] = {}
+    for _ in range(warmup):
+        for session in sessions:
+            rows[session.name] = len(await session.conn.fetch(sql))
+    await admin.execute("SELECT pg_stat_statements_reset()")
+    times: dict[str, list[float]] = {session.name: [] for session in sessions}
+    for _ in range(runs):
+        # Alternating keeps the databases' figures comparable on a machine whose load drifts.
+        for session in sessions:
+            started = time.perf_counter()
+            result = await session.conn.fetch(sql)
+            times[session.name].append((time.perf_counter() - started) * 1000)
+            rows[session.name] = len(result)
+    return {
+        session.name: {
+            **summary(times[session.name]),
+            "rows": rows[session.name],
+            "server": await server_stats(admin, session.ids),
+        }
+        for session in sessions
+    }
+
+
+async def bench_collectors(
+    cluster: PgCluster, databases: dict[str, str], catalog: Catalog, runs: int, warmup: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Measure every collector on every database (scale -> name) as the exporter role."""
+    admin = await admin_connection(cluster)
+    sessions = [await Session.open(cluster, name, admin) for name in databases.values()]
+    results: dict[str, list[dict[str, Any]]] = {scale: [] for scale in databases}
+    try:
+        for spec in catalog.collectors:
+            reason = unmet_requirement(spec.requires, sessions[0].facts)
+            if reason is not None:
+                for scale in databases:
+                    results[scale].append({"collector": spec.name, "skipped": reason})
+                progress(f"{spec.name} skipped ({reason})")
+                continue
+            measured = await time_statement(sessions, admin, spec.sql, runs, warmup)
+            for (scale, name), session in zip(databases.items(), sessions, strict=True):
+                plan = plan_check(await session.conn.fetchval("EXPLAIN (FORMAT JSON) " + spec.sql))
+                entry = {"collector": spec.name, **measured[name], "plan": plan}
+                results[scale].append(entry)
+                verdict = "OK" if plan["ok"] else "SEQ SCAN " + ",".join(plan["seq_scans_on_history"])
+                progress(
+                    f"{name}: {spec.name:24s} median {entry['median_ms']:7.2f} ms"
+                    f"  p99 {entry['p99_ms']:7.2f} ms  rows {entry['rows']:5d}  plan {verdict}"
+                )
+    finally:
+        for session in sessions:
+            await session.conn.close()
+        await admin.close()
+    return results
+
+
+async def explain_analyze(cluster: PgCluster, dbname: str, specs: Sequence[CollectorSpec]) -> dict[str, str]:
+    """Return EXPLAIN (ANALYZE, BUFFERS) text of the given collectors, as the exporter role."""
+    db = target_database(cluster, dbname)
+    conn = await exporter_connection(cluster, dbname, db)
+    plans: dict[str, str] = {}
+    try:
+        for spec in specs:
+            await conn.fetch(spec.sql)  # warm
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + spec.sql)
+            plans[spec.name] = "\n".join(r[0] for r in rows)
+    finally:
+        await conn.close()
+    return plans
+
+
+# ---------------------------------------------------------------- HTTP scrapes
+
+
+@asynccontextmanager
+async def served_exporter(cluster: PgCluster, dbname: str) -> Any:
+    """Serve the real exporter (sampler off) for one database on a free port; yield (exporter, url)."""
+    port = free_port()
+    config = load_config(write_config(cluster, dbname, port=port, sampler=False))
+    exporter = Exporter.from_config(config)
+    runner = web.AppRunner(make_app(exporter), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield exporter, f"http://127.0.0.1:{port}/metrics"
+    finally:
+        await runner.cleanup()
+
+
+@contextmanager
+def postgres_exporter(cluster: PgCluster, dbname: str) -> Iterator[tuple[int, str]]:
+    """Run Debian's postgres_exporter (default collectors) on a free port; yield (pid, url)."""
+    binary = shutil.which(POSTGRES_EXPORTER) or install_postgres_exporter()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["DATA_SOURCE_NAME"] = exporter_dsn(cluster, dbname, with_password=True) + "?sslmode=disable"
+    log = (cluster.base_dir.parent / "postgres_exporter.log").open("w")
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process.pid, f"http://127.0.0.1:{port}/metrics"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def install_postgres_exporter() -> str:
+    """Install Debian's prometheus-postgres-exporter with apt (its service is not started here)."""
+    progress(f"{POSTGRES_EXPORTER} is missing: apt-get install -y {POSTGRES_EXPORTER}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", POSTGRES_EXPORTER], env=env, check=True, capture_output=True)
+    binary = shutil.which(POSTGRES_EXPORTER)
+    if binary is None:
+        raise RuntimeError(f"{POSTGRES_EXPORTER} is not on PATH after installing it")
+    return binary
+
+
+async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> str:
+    """GET ``url`` until it answers 200; return the body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return await response.text()
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, str]:
+    """GET ``url`` and return (milliseconds, body)."""
+    started = time.perf_counter()
+    async with session.get(url) as response:
+        body = await response.text()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+    return (time.perf_counter() - started) * 1000, body
+
+
+async def bench_scrapes(
+    cluster: PgCluster, databases: dict[str, str], main_db: str, scrapes: int, warmup: int
+) -> dict[str, Any]:
+    """Full scrapes of our exporter at every scale and of postgres_exporter, in alternating rounds."""
+    os.environ[PASSWORD_ENV] = EXPORTER_PASSWORD
+    results: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as session:
+        served: dict[str, tuple[Exporter, str]] = {}
+        contexts = [(scale, served_exporter(cluster, db)) for scale, db in databases.items()]
+        for scale, context in contexts:
+            served[scale] = await context.__aenter__()
+        try:
+            with postgres_exporter(cluster, main_db) as (pg_pid, pg_url):
+                # name -> (url, exporter whose cache is emptied before each scrape, or None).
+                plan: dict[str, tuple[str, Exporter | None]] = {
+                    f"ours@{scale}": (url, exporter) for scale, (exporter, url) in served.items()
+                }
+                # Right after a full scrape of the same exporter: every result is still within its TTL.
+                plan["ours@1.0 within TTL"] = (served["1.0"][1], None)
+                plan["postgres_exporter"] = (pg_url, None)
+                for url, _ in plan.values():
+                    await wait_http(session, url)
+                times: dict[str, list[float]] = {name: [] for name in plan}
+                bodies: dict[str, str] = {}
+                failures: dict[str, set[str]] = {name: set() for name in plan}
+                names = ", ".join(plan)
+                progress(f"full scrapes: {warmup} warm-up + {scrapes} alternating rounds of {names}")
+                for round_number in range(warmup + scrapes):
+                    for name, (url, exporter) in plan.items():
+                        if exporter is not None:
+                            for target in exporter.targets:
+                                target.results.clear()  # TTL 0: every collector runs on every scrape
+                        elapsed, body = await timed_get(session, url)
+                        failures[name].update(failed_collectors(body))
+                        if round_number >= warmup:
+                            times[name].append(elapsed)
+                        bodies[name] = body
+                    if (round_number + 1) % 10 == 0:
+                        progress(f"full scrapes: round {round_number + 1}/{warmup + scrapes}")
+                pg_memory = proc_memory_kb(pg_pid)
+            for name, values in times.items():
+                body = bodies[name]
+                results[name] = {
+                    **summary(values),
+                    "samples": sum(1 for line in body.splitlines() if line and not line.startswith("#")),
+                    "bytes": len(body.encode()),
+                    "failed_collectors": sorted(failures[name]),
+                }
+            results["ours@1.0 breakdown"] = await scrape_breakdown(served["1.0"][0], scrapes)
+            results["postgres_exporter"]["rss_mb"] = round(pg_memory.get("VmRSS", 0) / 1024, 1)
+        finally:
+            for _, context in reversed(contexts):
+                await context.__aexit__(None, None, None)
+    return results
+
+
+async def scrape_breakdown(exporter: Exporter, rounds: int) -> dict[str, Any]:
+    """Split an uncached in-process scrape into refresh (queries and samples) and rendering."""
+    refresh_ms: list[float] = []
+    render_ms: list[float] = []
+    for _ in range(rounds):
+        for target in exporter.targets:
+            target.results.clear()
+        started = time.perf_counter()
+        await exporter.refresh(exporter.config.scrape_timeout)
+        refreshed = time.perf_counter()
+        render(exporter.catalog, exporter.targets, exporter.samplers, exporter.deadlock_logs)
+        rendered = time.perf_counter()
+        refresh_ms.append((refreshed - started) * 1000)
+        render_ms.append((rendered - refreshed) * 1000)
+    return {
+        "refresh_median_ms": round(statistics.median(refresh_ms), 2),
+        "render_median_ms": round(statistics.median(render_ms), 2),
+        "n": rounds,
+    }
+
+
+# ---------------------------------------------------------------- sampler
+
+
+class CountingSampler(Sampler):
+    """The exporter's sampler, counting its samples."""
+
+    samples_taken = 0
+
+    async def sample_once(self) -> list[SessionSample]:
+        """Take one sample and count it."""
+        sessions = await super().sample_once()
+        self.samples_taken += 1
+        return sessions
+
+
+@contextmanager
+def idle_clients(dsn: str, count: int) -> Iterator[None]:
+    """Hold ``count`` idle connections open from a helper process."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.idle_clients", dsn, str(count)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"idle clients did not start: {line!r}")
+        yield
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def bench_sampler(
+    cluster: PgCluster, dbname: str, connections: int, runs: int, warmup: int, seconds: float
+) -> dict[str, Any]:
+    """Time SAMPLE_SQL and measure the sampler's CPU with ``connections`` idle clients open."""
+    os.environ[PASSWORD_ENV] = EXPORTER_PASSWORD
+    progress(f"sampler: opening {connections} idle client connections to {dbname}")
+    with idle_clients(cluster.dsn(dbname), connections):
+        admin = await admin_connection(cluster)
+        try:
+            backends = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+            session = await Session.open(cluster, dbname, admin)
+            try:
+                query = (await time_statement([session], admin, SAMPLE_SQL, runs, warmup))[dbname]
+            finally:
+                await session.conn.close()
+            progress(f"sampler: query median {query['median_ms']:.2f} ms with {backends} client backends")
+            db = target_database(cluster, dbname)
+
+            progress("sampler: 10 s idle baseline of this process's CPU")
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(10)
+            baseline = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+            sampler = CountingSampler(db, load_operations(DEFAULT_OPERATIONS_FILE), interval=1.0)
+            sampler.start()
+            await asyncio.sleep(1.5)
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = $2"
+                " AND application_name = 'prefect-db-exporter'",
+                EXPORTER_ROLE,
+                dbname,
+            )
+            progress(f"sampler: running {seconds:.0f} s at a 1 s interval (server backend {pid})")
+            server0 = proc_cpu_seconds(pid)
+            samples0, duration0 = sampler.samples_taken, sampler.duration_total
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(seconds)
+            cpu1, wall1 = time.process_time(), time.monotonic()
+            server1 = proc_cpu_seconds(pid)
+            samples = sampler.samples_taken - samples0
+            duration = sampler.duration_total - duration0
+            await sampler.stop()
+        finally:
+            await admin.close()
+    wall = wall1 - wall0
+    client_percent = max(0.0, (cpu1 - cpu0) / wall - baseline) * 100
+    return {
+        "idle_connections": connections,
+        "client_backends": backends,
+        "query": query,
+        "window_seconds": round(wall, 1),
+        "samples": samples,
+        "mean_sample_ms": round(duration / samples * 1000, 3) if samples else None,
+        "errors": sampler.errors,
+        "client_cpu_percent_of_one_core": round(client_percent, 3),
+        "client_idle_baseline_percent": round(baseline * 100, 3),
+        "server_cpu_percent_of_one_core": round((server1 - server0) / wall * 100, 3),
+    }
+
+
+# ---------------------------------------------------------------- RSS of a separate exporter process
+
+
+async def bench_rss(cluster: PgCluster, dbname: str, warm_scrapes: int) -> dict[str, Any]:
+    """Run ``prefect-db-exporter --config`` as its own process; read its RSS after warm-up."""
+    port = free_port()
+    config = write_config(cluster, dbname, port=port, sampler=True)
+    env = {**os.environ, PASSWORD_ENV: EXPORTER_PASSWORD}
+    command = [str(EXPORTER_CLI), "--config", str(config)]
+    if not EXPORTER_CLI.exists():
+        command = [sys.executable, "-m", "exporter", "--config", str(config)]
+    log = (cluster.base_dir.parent / "exporter-rss.log").open("w")
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_http(session, url)
+            progress(f"rss: warming up pid {process.pid} with {warm_scrapes} scrapes over two TTL periods")
+            for _ in range(warm_scrapes):
+                await timed_get(session, url)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(16)  # past the 15 s TTL: the next scrapes run every collector again
+            body = ""
+            for _ in range(warm_scrapes):
+                _, body = await timed_get(session, url)
+                await asyncio.sleep(0.1)
+            memory = proc_memory_kb(process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+    reported = metric_value(body, "process_resident_memory_bytes")
+    return {
+        "process_resident_memory_mb": round(reported / 2**20, 1) if reported else None,
+        "vm_rss_mb": round(memory.get("VmRSS", 0) / 1024, 1),
+        "vm_hwm_mb": round(memory.get("VmHWM", 0) / 1024, 1),
+        "failed_collectors": failed_collectors(body),
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def database_facts(cluster: PgCluster, dbname: str) -> dict[str, Any]:
+    """Return row estimates and sizes of the big tables, and the database size."""
+    out = cluster.psql(
+        "SELECT relname, reltuples::bigint, pg_total_relation_size(oid) FROM pg_class"
+        " WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace AND relname = ANY ('{flow_run,"
+        "flow_run_state,log,events,event_resources,deployment,work_queue,work_pool,worker,"
+        "concurrency_limit_v2}') ORDER BY 1;",
+        dbname,
+    )
+    tables = {}
+    for line in out.strip().splitlines():
+        name, rows, size = line.split("|")
+        tables[name] = {"rows": int(rows), "size_mb": round(int(size) / 2**20, 1)}
+    database_bytes = int(cluster.psql("SELECT pg_database_size(current_database());", dbname).strip())
+    live = cluster.psql(
+        "SELECT state_type, count(*) FROM flow_run WHERE state_type IN"
+        " ('SCHEDULED','PENDING','RUNNING','PAUSED','CANCELLING') GROUP BY 1 ORDER BY 1;",
+        dbname,
+    )
+    return {
+        "database_size_gb": round(database_bytes / 2**30, 2),
+        "tables": tables,
+        "live_runs": dict(line.split("|") for line in live.strip().splitlines()),
+    }
+
+
+def targets_met(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Judge each DESIGN §6 target from the results."""
+    scrapes = results["full_scrape"]
+    big, small = scrapes["ours@1.0"], scrapes.get("ours@0.1")
+    theirs = scrapes["postgres_exporter"]
+    plans_ok = all(c.get("plan", {}).get("ok", True) for c in results["scales"]["1.0"]["collectors"])
+    verdict: dict[str, dict[str, Any]] = {
+        "full_scrape_under_100ms": {
+            "value": big["median_ms"],
+            "p99": big["p99_ms"],
+            "met": big["median_ms"] < TARGET_SCRAPE_MS and big["p99_ms"] < TARGET_SCRAPE_MS,
+        },
+        "no_seq_scan_on_history": {"value": plans_ok, "met": plans_ok},
+        "sampler_under_1pct_core": {
+            "value": results["sampler"]["client_cpu_percent_of_one_core"],
+            "server": results["sampler"]["server_cpu_percent_of_one_core"],
+            "met": results["sampler"]["client_cpu_percent_of_one_core"] < TARGET_SAMPLER_CPU_PERCENT,
+        },
+        "rss_under_60mb": {
+            "value": results["rss"]["vm_rss_mb"],
+            "met": results["rss"]["vm_rss_mb"] < TARGET_RSS_MB,
+        },
+        "as_fast_as_postgres_exporter": {
+            "value": round(big["median_ms"] / theirs["median_ms"], 2),
+            "met": big["median_ms"] <= theirs["median_ms"],
+        },
+    }
+    buffers = {
+        scale: sum(
+            c.get("server", {}).get("shared_blks_hit_per_call", 0)
+            + c.get("server", {}).get("shared_blks_read_per_call", 0)
+            for c in data["collectors"]
+        )
+        for scale, data in results["scales"].items()
+    }
+    if buffers.get("0.1"):
+        ratio = buffers["1.0"] / buffers["0.1"]
+        verdict["buffers_per_scrape_ratio_under_1_3"] = {
+            "value": f"{round(ratio, 3)} ({buffers['1.0']:.0f} / {buffers['0.1']:.0f} buffers)",
+            "met": ratio <= TARGET_SCALE_RATIO,
+        }
+    if small is not None:
+        ratio = big["median_ms"] / small["median_ms"]
+        verdict["scale_ratio_under_1_3"] = {"value": round(ratio, 2), "met": ratio <= TARGET_SCALE_RATIO}
+    return verdict
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Render the results as Markdown tables."""
+    lines = ["## Per collector (scale 1.0; client latency over the exporter role's own session)", ""]
+    small = {c["collector"]: c for c in results["scales"].get("0.1", {}).get("collectors", [])}
+    lines.append(
+        "| collector | median ms | p99 ms | server ms | buffers hit/read | rows | plan "
+        "| median ms @0.1 | buffers @0.1 |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for c in results["scales"]["1.0"]["collectors"]:
+        if "skipped" in c:
+            lines.append(f"| {c['collector']} | skipped: {c['skipped']} | | | | | | | |")
+            continue
+        server = c["server"]
+        scans = ", ".join(c["plan"]["seq_scans_on_history"])
+        plan = "OK" if c["plan"]["ok"] else f"**Seq Scan on {scans}**"
+        other = small.get(c["collector"], {})
+        other_buffers = other.get("server", {}).get("shared_blks_hit_per_call", "")
+        lines.append(
+            f"| {c['collector']} | {c['median_ms']:.2f} | {c['p99_ms']:.2f} | {server.get('mean_ms', '')} "
+            f"| {server.get('shared_blks_hit_per_call', '')}/{server.get('shared_blks_read_per_call', '')} "
+            f"| {c['rows']} | {plan} | {other.get('median_ms', '')} | {other_buffers} |"
+        )
+    lines += ["", "## Full scrape over HTTP (every collector re-run each scrape)", ""]
+    lines.append("| exporter | median ms | p99 ms | samples | failed collectors |")
+    lines.append("|---|---:|---:|---:|---|")
+    for name, s in results["full_scrape"].items():
+        if "median_ms" not in s:
+            continue
+        failed = ", ".join(s["failed_collectors"]) or "none"
+        lines.append(f"| {name} | {s['median_ms']:.2f} | {s['p99_ms']:.2f} | {s['samples']} | {failed} |")
+    breakdown = results["full_scrape"].get("ours@1.0 breakdown")
+    if breakdown:
+        lines += [
+            "",
+            f"In process at scale 1.0: refresh (queries + samples) {breakdown['refresh_median_ms']} ms, "
+            f"rendering the exposition {breakdown['render_median_ms']} ms (medians).",
+        ]
+    sampler = results["sampler"]
+    lines += [
+        "",
+        f"## Sampler with {sampler['client_backends']} client backends",
+        "",
+        "| query median ms | query p99 ms | server ms | samples | client CPU % core | server CPU % core |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {sampler['query']['median_ms']:.2f} | {sampler['query']['p99_ms']:.2f} "
+        f"| {sampler['query']['server'].get('mean_ms', '')} | {sampler['samples']} "
+        f"| {sampler['client_cpu_percent_of_one_core']:.3f} "
+        f"| {sampler['server_cpu_percent_of_one_core']:.3f} |",
+        "",
+        f"## RSS: {results['rss']['vm_rss_mb']} MB (process_resident_memory_bytes "
+        f"{results['rss']['process_resident_memory_mb']} MB, peak {results['rss']['vm_hwm_mb']} MB); "
+        f"postgres_exporter {results['full_scrape']['postgres_exporter'].get('rss_mb')} MB",
+        "",
+        "## DESIGN §6 targets",
+        "",
+        "| target | value | met |",
+        "|---|---|---|",
+    ]
+    for name, t in results["targets"].items():
+        lines.append(f"| {name} | {t['value']} | {'yes' if t['met'] else '**NO**'} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def prepare(cluster: PgCluster, scales: Sequence[float], force: bool) -> dict[str, str]:
+    """Build or reuse the database of every scale and shift it to the present; return scale -> name."""
+    databases: dict[str, str] = {}
+    for scale in scales:
+        name, anchor = ensure_database(cluster, scale, force=force)
+        asyncio.run(shift_to_now(cluster.dsn(name), name, scale, anchor))
+        databases[f"{scale:.1f}"] = name
+    return databases
+
+
+async def measure(cluster: PgCluster, databases: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Take every measurement; return the results document."""
+    catalog = load_catalog([DEFAULT_QUERY_DIR])
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "postgres": cluster.psql("SELECT version();").strip(),
+        "prefect_schema": PREFECT_VERSION,
+        "settings": {"runs": args.runs, "scrapes": args.scrapes, "warmup": args.warmup},
+        "scales": {},
+    }
+    writers = [
+        LiveWriter(cluster, name, Sizes.for_scale(float(scale)).history_runs)
+        for scale, name in databases.items()
+    ]
+    for writer in writers:
+        await writer.start()
+    try:
+        await measure_all(cluster, databases, args, catalog, results)
+    finally:
+        for writer in writers:
+            await writer.stop()
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["targets"] = targets_met(results)
+    return results
+
+
+async def measure_all(
+    cluster: PgCluster,
+    databases: dict[str, str],
+    args: argparse.Namespace,
+    catalog: Catalog,
+    results: dict[str, Any],
+) -> None:
+    """Take the measurements into ``results`` while the live writers run."""
+    main_db = databases["1.0"]
+    progress(f"per-collector runs, alternating between {', '.join(databases.values())}")
+    collectors = await bench_collectors(cluster, databases, catalog, args.runs, args.warmup)
+    for scale, name in databases.items():
+        results["scales"][scale] = {
+            "database": name,
+            **database_facts(cluster, name),
+            "collectors": collectors[scale],
+        }
+    measured = [c for c in results["scales"]["1.0"]["collectors"] if "median_ms" in c]
+    top = sorted(measured, key=lambda c: c["median_ms"], reverse=True)[:TOP_PLANS]
+    results["explain_analyze"] = await explain_analyze(
+        cluster, main_db, [catalog.get(c["collector"]) for c in top]
+    )
+    results["full_scrape"] = await bench_scrapes(cluster, databases, main_db, args.scrapes, args.warmup)
+    results["sampler"] = await bench_sampler(
+        cluster, main_db, args.idle_connections, args.runs, args.warmup, args.sampler_seconds
+    )
+    results["rss"] = await bench_rss(cluster, main_db, warm_scrapes=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point: ``python -m bench.run``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="runs per collector (default 50)")
+    parser.add_argument("--scrapes", type=int, default=50, help="full scrapes per exporter (default 50)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured warm-up runs (default 3)")
+    parser.add_argument("--idle-connections", type=int, default=500, help="idle clients for the sampler")
+    parser.add_argument("--sampler-seconds", type=float, default=60.0, help="sampler CPU window")
+    parser.add_argument("--force", action="store_true", help="rebuild the databases")
+    parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<date>.json)")
+    args = parser.parse_args(argv)
+    cluster = ensure_cluster()
+    databases = prepare(cluster, (1.0, 0.1), args.force)
+    results = asyncio.run(measure(cluster, databases, args))
+    output = args.output or RESULTS_DIR / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(markdown(results))
+    progress(f"results written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Grafana dashboards for the exporter, built as code, and their linter."""

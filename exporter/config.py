@@ -1,0 +1,299 @@
+"""The exporter's configuration: a strict YAML file, or a single ``--dsn``."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import yaml
+
+from exporter.errors import ConfigError
+from exporter.validation import (
+    Problems,
+    Section,
+    as_bool,
+    as_positive_int,
+    as_seconds,
+    as_str,
+    as_str_list,
+    one_of,
+)
+from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
+
+DEFAULT_DSN = "postgresql://prefect@localhost/prefect"
+DEFAULT_LISTEN = "0.0.0.0:9650"
+DEFAULT_QUERY_DIR = Path(__file__).resolve().parent.parent / "queries"
+DEFAULT_OPERATIONS_FILE = DEFAULT_QUERY_DIR / "operations.yaml"
+LOG_FORMATS = ("stderr", "csvlog", "jsonlog")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Thresholds the queries read as ``prefect_db_exporter.<name>`` session settings."""
+
+    pending_stale_seconds: float = 600.0
+    late_after_seconds: float = 15.0
+    heartbeat_stale_seconds: float = 600.0
+    heartbeat_lookback_seconds: float = 3600.0
+    worker_recent_seconds: float = 86400.0
+    worker_offline_multiple: float = 3.0
+
+    def as_settings(self) -> dict[str, str]:
+        """Return the thresholds as custom session settings."""
+        return {f"prefect_db_exporter.{f.name}": repr(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One Prefect database to watch."""
+
+    name: str
+    dsn: str
+    password_env: str | None = None
+    password_file: Path | None = None
+    pool_size: int = 2
+    connect_timeout: float = 5.0
+    statement_timeout: float = 10.0
+    lock_timeout: float = 0.5
+    idle_in_transaction_timeout: float = 10.0
+    server_log: str | None = None
+    server_log_format: str | None = None
+
+    @property
+    def safe_dsn(self) -> str:
+        """The DSN with any password masked, for logs and pages."""
+        return redact_dsn(self.dsn)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration."""
+
+    targets: tuple[TargetConfig, ...]
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9650
+    scrape_timeout: float = 8.0
+    max_series_per_metric: int = 2000
+    include: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()
+    query_dirs: tuple[Path, ...] = (DEFAULT_QUERY_DIR,)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    operations_file: Path = DEFAULT_OPERATIONS_FILE
+    sampler_enabled: bool = True
+    sampler_interval: float = 1.0
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    web_config_file: Path | None = None
+    source: str = "command line"
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return ``dsn`` with the password (in the netloc or the query string) masked."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparseable DSN>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostinfo}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _check_dsn(value: object) -> str:
+    dsn = as_str(value)
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "expected a URL such as postgresql://prefect_exporter@db-host:5432/prefect, "
+            f"got {redact_dsn(dsn)!r}"
+        )
+    return dsn
+
+
+def _target_name_from_dsn(dsn: str) -> str:
+    database = unquote(urlsplit(dsn).path.lstrip("/")) or "prefect"
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", database)[:64]
+
+
+def _parse_listen(value: object) -> tuple[str, int]:
+    text = as_str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:9650, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def as_series_cap(value: object) -> int:
+    """Accept a series cap of at least 2 (one kept series and the ``other`` bucket)."""
+    cap = as_positive_int(value)
+    if cap < 2:
+        raise ValueError("at least 2: one series plus the 'other' bucket")
+    return cap
+
+
+def _check_target_name(value: object) -> str:
+    name = as_str(value)
+    if not _TARGET_NAME.match(name):
+        raise ValueError(f"use 1-64 letters, digits or _.:- (it becomes the target label), got {name!r}")
+    return name
+
+
+def _read_thresholds(section: Section | None) -> Thresholds:
+    if section is None:
+        return Thresholds()
+    defaults = Thresholds()
+    values = {f.name: section.get(f.name, as_seconds, getattr(defaults, f.name)) for f in fields(defaults)}
+    return Thresholds(**values)
+
+
+def _read_target(section: Section) -> TargetConfig | None:
+    dsn = section.get("dsn", _check_dsn)
+    password_file = section.get("password_file", as_str, None)
+    # Read every key even when the DSN is bad, so that all problems are reported at once.
+    target = TargetConfig(
+        name=section.get("name", _check_target_name, None) or _target_name_from_dsn(dsn or ""),
+        dsn=dsn or "",
+        password_env=section.get("password_env", as_str, None),
+        password_file=Path(password_file) if password_file else None,
+        pool_size=section.get("pool_size", as_positive_int, 2),
+        connect_timeout=section.get("connect_timeout", as_seconds, 5.0),
+        statement_timeout=section.get("statement_timeout", as_seconds, 10.0),
+        lock_timeout=section.get("lock_timeout", as_seconds, 0.5),
+        idle_in_transaction_timeout=section.get("idle_in_transaction_timeout", as_seconds, 10.0),
+        server_log=section.get("server_log", as_str, None),
+        server_log_format=section.get("server_log_format", one_of(*LOG_FORMATS), None),
+    )
+    if target.pool_size > 4:
+        section.problem("pool_size", "at most 4: the exporter must stay a light client of the database")
+    if target.password_env and target.password_env not in os.environ:
+        section.problem("password_env", f"environment variable {target.password_env} is not set")
+    if target.password_file and not target.password_file.is_file():
+        section.problem("password_file", f"no such file: {target.password_file}")
+    return target if dsn else None
+
+
+_TOP_KEYS = (
+    "listen",
+    "scrape_timeout",
+    "max_series_per_metric",
+    "targets",
+    "collectors",
+    "thresholds",
+    "sampler",
+    "log",
+    "web_config_file",
+)
+_TARGET_KEYS = tuple(f.name for f in fields(TargetConfig))
+_COLLECTOR_KEYS = ("include", "exclude", "extra_query_dirs", "operations_file")
+_SAMPLER_KEYS = ("enabled", "interval")
+_LOG_KEYS = ("level", "format")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("logfmt", "json")
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Validate a config document; raise ConfigError listing every problem."""
+    problems = Problems(source)
+    try:
+        document = load_yaml(text)
+    except yaml.YAMLError as error:
+        problems.add(yaml_error_line(error), "", f"not valid YAML: {yaml_error_text(error)}")
+        raise ConfigError(f"invalid configuration file {source}", problems.items) from None
+    if document is None:
+        document = LineDict()
+        document.line, document.lines = 1, {}
+    if not isinstance(document, LineDict):
+        problems.add(1, "", "expected a mapping of keys such as targets:, thresholds:, collectors:")
+        raise ConfigError(f"invalid configuration file {source}", problems.items)
+    top = Section(document, "", problems, _TOP_KEYS)
+    base_dir = Path(source).resolve().parent
+
+    targets = [t for s in top.sections("targets", _TARGET_KEYS) if (t := _read_target(s))]
+    if "targets" not in document:
+        targets = [TargetConfig(name=_target_name_from_dsn(DEFAULT_DSN), dsn=DEFAULT_DSN)]
+    elif not targets and not problems.items:
+        top.problem("targets", "list at least one target with a dsn")
+    seen: set[str] = set()
+    for index, target in enumerate(targets):
+        if target.name in seen:
+            top.problem("targets", f"item {index}: target name {target.name!r} is used twice")
+        seen.add(target.name)
+
+    collectors = top.section("collectors", _COLLECTOR_KEYS)
+    include = exclude = frozenset[str]()
+    query_dirs = [DEFAULT_QUERY_DIR]
+    operations_file = DEFAULT_OPERATIONS_FILE
+    if collectors is not None:
+        raw_operations = collectors.get("operations_file", as_str, None)
+        if raw_operations is not None:
+            operations_file = (base_dir / raw_operations).resolve()
+            if not operations_file.is_file():
+                collectors.problem("operations_file", f"no such file: {operations_file}")
+        include = frozenset(collectors.get("include", as_str_list, ()))
+        exclude = frozenset(collectors.get("exclude", as_str_list, ()))
+        for raw in collectors.get("extra_query_dirs", as_str_list, ()):
+            path = (base_dir / raw).resolve()
+            if not path.is_dir():
+                collectors.problem("extra_query_dirs", f"no such directory: {path}")
+            query_dirs.append(path)
+
+    sampler = top.section("sampler", _SAMPLER_KEYS)
+    web_config = top.get("web_config_file", as_str, None)
+    web_config_file = (base_dir / web_config).resolve() if web_config else None
+    if web_config_file is not None and not web_config_file.is_file():
+        top.problem("web_config_file", f"no such file: {web_config_file}")
+    listen_host, listen_port = top.get("listen", _parse_listen, _parse_listen(DEFAULT_LISTEN))
+    log = top.section("log", _LOG_KEYS)
+    config = Config(
+        targets=tuple(targets),
+        listen_host=listen_host,
+        listen_port=listen_port,
+        scrape_timeout=top.get("scrape_timeout", as_seconds, 8.0),
+        max_series_per_metric=top.get("max_series_per_metric", as_series_cap, 2000),
+        include=include,
+        exclude=exclude,
+        query_dirs=tuple(query_dirs),
+        thresholds=_read_thresholds(top.section("thresholds", [f.name for f in fields(Thresholds)])),
+        operations_file=operations_file,
+        sampler_enabled=sampler.get("enabled", as_bool, True) if sampler else True,
+        sampler_interval=sampler.get("interval", as_seconds, 1.0) if sampler else 1.0,
+        log_level=log.get("level", one_of(*_LOG_LEVELS), "info") if log else "info",
+        log_format=log.get("format", one_of(*_LOG_FORMATS), "logfmt") if log else "logfmt",
+        web_config_file=web_config_file,
+        source=source,
+    )
+    if problems.items:
+        raise ConfigError(f"invalid configuration file {source}", problems.items)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}", [error.strerror or str(error)]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read configuration file {path}", ["not UTF-8 text"]) from None
+    return parse_config(text, str(path))
+
+
+def config_from_dsn(dsn: str, listen: str | None = None) -> Config:
+    """Build the one-target configuration of ``--dsn``."""
+    problems = Problems("--dsn")
+    try:
+        _check_dsn(dsn)
+        host, port = _parse_listen(listen or DEFAULT_LISTEN)
+    except ValueError as error:
+        problems.add(None, "", str(error))
+        raise ConfigError("invalid command line", problems.items) from None
+    target = TargetConfig(name=_target_name_from_dsn(dsn), dsn=dsn)
+    return Config(targets=(target,), listen_host=host, listen_port=port)

@@ -1,0 +1,200 @@
+"""HTTP endpoints: /metrics, /healthz, /readyz and a small status page at /."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from exporter import __version__
+from exporter.collection import TargetCollector
+from exporter.service import Exporter
+from exporter.webconfig import BasicAuth, WebConfig
+
+# Re-reads the configuration and applies it; returns None on success, else what was wrong.
+Reloader = Callable[[], Awaitable[str | None]]
+RELOAD_KEY: web.AppKey[Reloader] = web.AppKey("reload")
+
+log = logging.getLogger(__name__)
+
+EXPORTER_KEY = web.AppKey("exporter", Exporter)
+STARTUP_KEY = web.AppKey("startup", asyncio.Task[None])
+# Answer before Prometheus gives up on the scrape, so partial results still arrive.
+SCRAPE_TIMEOUT_MARGIN = 0.5
+
+
+def scrape_timeout(request: web.Request, configured: float) -> float:
+    """Return how long this scrape may take: the configured limit or Prometheus' own, if shorter."""
+    header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    try:
+        announced = float(header) - SCRAPE_TIMEOUT_MARGIN if header else configured
+    except ValueError:
+        announced = configured
+    return max(0.5, min(configured, announced))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Serve the metrics of every target, or of ``?target=NAME`` only."""
+    exporter = request.app[EXPORTER_KEY]
+    target = request.query.get("target")
+    if target is not None and exporter.target(target) is None:
+        known = ", ".join(t.name for t in exporter.targets)
+        raise web.HTTPBadRequest(text=f"unknown target {target[:100]!r}; known targets: {known}\n")
+    body = await exporter.scrape(scrape_timeout(request, exporter.config.scrape_timeout), target)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answer 200 while the process runs."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 when the catalog is loaded and at least one target answers."""
+    exporter = request.app[EXPORTER_KEY]
+    if not exporter.ready:
+        await exporter.refresh(timeout=2.0)
+    if exporter.ready:
+        return web.Response(text="ready\n")
+    reasons = "\n".join(f"{t.name}: {t.db.last_error or 'not reachable yet'}" for t in exporter.targets)
+    return web.Response(status=503, text=f"no target is reachable\n{reasons}\n")
+
+
+def _background_status(exporter: Exporter, name: str) -> str:
+    sampler = exporter.samplers.get(name)
+    if sampler is None:
+        sampling = "sampler off"
+    else:
+        sampling = (
+            f"sampler: {sampler.counts.samples} samples every {sampler.current_interval:g}s, "
+            f"last took {sampler.last_duration * 1000:.1f} ms"
+            + (f", last error: {sampler.last_error}" if sampler.last_error else "")
+        )
+    follower = exporter.deadlock_logs.get(name)
+    if follower is None:
+        reading = "no server_log configured: deadlocks are counted but not attributed to operations"
+    elif follower.last_error:
+        reading = f"server log: {follower.last_error}"
+    else:
+        reading = (
+            f"server log: following {follower.following} ({follower.format}), {follower.deadlocks} deadlocks"
+        )
+    return f"<p>{html.escape(sampling)}<br>{html.escape(reading)}</p>"
+
+
+def _target_section(target: TargetCollector) -> str:
+    facts = target.db.facts
+    rows = []
+    results = target.fresh_results()
+    for spec in target.catalog.collectors:
+        result = results.get(spec.name) or target.results.get(spec.name)
+        if spec.name in target.broken:
+            state, detail = "invalid", target.broken[spec.name]
+        elif spec.name in target.skipped:
+            state, detail = "skipped", target.skipped[spec.name]
+        elif result is None:
+            state, detail = "not run yet", ""
+        else:
+            state, detail = result.status, result.error or f"{result.rows} rows"
+        took = f"{result.duration * 1000:.1f} ms" if result else ""
+        rows.append(
+            f"<tr><td>{html.escape(spec.name)}</td><td>{html.escape(state)}</td><td>{took}</td>"
+            f"<td>{html.escape(detail)}</td><td>{html.escape(spec.description)}</td></tr>"
+        )
+    status = "up" if target.up else f"down: {target.db.last_error or 'not reached yet'}"
+    version = f"PostgreSQL {facts.server_version}" if facts else ""
+    schema = ""
+    if facts is not None:
+        schema = (
+            f"Prefect schema revision {facts.alembic_revision}"
+            if facts.has_prefect_schema
+            else "no Prefect schema found: only the PostgreSQL collectors run"
+        )
+    return (
+        f"<h2>{html.escape(target.name)}</h2>"
+        f"<p>{html.escape(target.db.config.safe_dsn)} — {html.escape(status)}"
+        f"<br>{html.escape(version)} {html.escape(schema)}</p>"
+        "<table><tr><th>collector</th><th>status</th><th>took</th><th>detail</th><th>what</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+async def index(request: web.Request) -> web.Response:
+    """List targets and the health of every collector."""
+    exporter = request.app[EXPORTER_KEY]
+    uptime = time.time() - exporter.started
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>prefect-db-exporter</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left;vertical-align:top}</style>"
+        f"</head><body><h1>prefect-db-exporter {html.escape(__version__)}</h1>"
+        f"<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
+        f"<a href='/readyz'>/readyz</a> — up {uptime:.0f}s, config: {html.escape(exporter.config.source)}</p>"
+        + "".join(_target_section(t) + _background_status(exporter, t.name) for t in exporter.targets)
+        + "</body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Reload the configuration and the catalog (``POST /-/reload``, with --web.enable-lifecycle)."""
+    problem = await request.app[RELOAD_KEY]()
+    if problem is not None:
+        return web.Response(status=500, text=f"reload failed; the previous configuration stays:\n{problem}\n")
+    return web.Response(text="reloaded\n")
+
+
+def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse requests without the credentials of a configured user."""
+
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not auth.allows(request.headers.get("Authorization")):
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": 'Basic realm="prefect-db-exporter", charset="UTF-8"'},
+            )
+        return await handler(request)
+
+    return check
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    exporter = app[EXPORTER_KEY]
+    exporter.start_background()
+    # Connect and validate collectors at start-up, so a broken collector is reported before any scrape.
+    app[STARTUP_KEY] = asyncio.create_task(exporter.refresh(exporter.config.scrape_timeout))
+    yield
+    app[STARTUP_KEY].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[STARTUP_KEY]
+    await exporter.close()
+
+
+def make_app(
+    exporter: Exporter, web_config: WebConfig | None = None, reloader: Reloader | None = None
+) -> web.Application:
+    """Build the aiohttp application serving ``exporter`` (with basic auth and /-/reload when asked)."""
+    middlewares = []
+    if web_config is not None and web_config.users:
+        middlewares.append(basic_auth_middleware(BasicAuth(web_config.users)))
+    app = web.Application(client_max_size=1024, middlewares=middlewares)
+    app[EXPORTER_KEY] = exporter
+    if reloader is not None:
+        app[RELOAD_KEY] = reloader
+        app.router.add_post("/-/reload", reload)
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app

@@ -1,0 +1,56 @@
+"""Load YAML keeping the line of every mapping key, so errors can name file and line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+class LineDict(dict[str, Any]):
+    """A mapping from YAML that remembers the (1-based) line of itself and of each key."""
+
+    line: int
+    lines: dict[str, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings are LineDicts and whose duplicate keys are errors."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    mapping = LineDict()
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            key = str(key)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document; mappings come back as LineDict."""
+    return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def yaml_error_line(error: yaml.YAMLError) -> int | None:
+    """Return the 1-based line a YAML error points at, if it says."""
+    mark = getattr(error, "problem_mark", None)
+    return None if mark is None else int(mark.line) + 1
+
+
+def yaml_error_text(error: yaml.YAMLError) -> str:
+    """Return a YAML error's message without PyYAML's multi-line position dump."""
+    problem = getattr(error, "problem", None)
+    context = getattr(error, "context", None)
+    text = " ".join(str(part) for part in (context, problem) if part)
+    return text or str(error).splitlines()[0]
