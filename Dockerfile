@@ -18,11 +18,12 @@ COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
 COPY queries/ queries/
 
-# Installed in place (--editable) because the exporter reads its collectors and operations file
-# from queries/ next to the package directory (exporter/config.py: DEFAULT_QUERY_DIR), and the
-# wheel of `pip install .` does not carry queries/. The check fails the build if that ever breaks.
+# A plain (non-editable) install: the wheel carries queries/ as exporter/queries, and the check
+# fails the build if the collectors ever go missing from it. The source is removed afterwards so
+# that only the installed package can be what runs.
 # Only the four run-time dependencies come in: no extras, no Prefect, no test tools.
-RUN pip install --editable . \
+RUN pip install . \
+    && cd / && rm -rf /opt/prefect-db-exporter/* \
     && python -c "from exporter.config import DEFAULT_QUERY_DIR as d; assert (d / 'operations.yaml').is_file(), d" \
     && groupadd --system --gid 10001 exporter \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

@@ -25,7 +25,17 @@ from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_t
 
 DEFAULT_DSN = "postgresql://prefect@localhost/prefect"
 DEFAULT_LISTEN = "0.0.0.0:9650"
-DEFAULT_QUERY_DIR = Path(__file__).resolve().parent.parent / "queries"
+
+
+def _default_query_dir() -> Path:
+    """Where the built-in collectors are: inside the package when installed from a wheel."""
+    package_dir = Path(__file__).resolve().parent
+    packaged = package_dir / "queries"
+    # A source checkout (and an editable install) keeps them at the top of the repository.
+    return packaged if packaged.is_dir() else package_dir.parent / "queries"
+
+
+DEFAULT_QUERY_DIR = _default_query_dir()
 DEFAULT_OPERATIONS_FILE = DEFAULT_QUERY_DIR / "operations.yaml"
 LOG_FORMATS = ("stderr", "csvlog", "jsonlog")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -517,6 +517,10 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
         check=False,
     )
     assert install.returncode == 0, install.stdout + install.stderr
+    # The RUN step then deletes the source, so only what the wheel carried can run.
+    assert ["rm", "-rf", f"{workdir}/*"] in steps
+    for entry in app.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     checked = subprocess.run(
         [python, *check[1:]], cwd="/", env=env, capture_output=True, text=True, check=False
     )
@@ -529,7 +533,10 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert located.stdout.strip() == str(app / "exporter" / "config.py")
+    assert located.stdout.strip() == str(site / "exporter" / "config.py")
+    assert sorted(p.name for p in (site / "exporter" / "queries").iterdir()) == sorted(
+        p.name for p in (REPO_ROOT / "queries").iterdir() if p.suffix in (".sql", ".yaml")
+    )
 
     port = free_port()
     argv = [str(venv / "bin" / "prefect-db-exporter"), "--dsn", "postgresql://nobody@127.0.0.1:1/prefect"]
