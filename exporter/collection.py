@@ -124,6 +124,8 @@ class IncrementalCounts:
         # the cursor itself until the dense stretch has slid out of the window.
         self.no_overlap_until: dt.datetime | None = None
         self.seen: dict[Any, dt.datetime] = {}
+        # Rows at or before this instant existed before the exporter started: never count them.
+        self.floor: dt.datetime | None = None
         self.totals: dict[str, dict[LabelValues, float]] = {m.name: {} for m in spec.metrics}
 
     def settings(self) -> dict[str, str]:
@@ -136,9 +138,16 @@ class IncrementalCounts:
         start = self.cursor - dt.timedelta(seconds=overlap)
         return {"prefect_db_exporter.cursor": start.isoformat()}
 
-    def absorb(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Count rows not counted before; the first call only records what exists."""
+    def absorb(self, rows: Sequence[Mapping[str, Any]], now: dt.datetime | None = None) -> None:
+        """Count rows not counted before; the first call only records what exists.
+
+        ``now`` is the database's clock after the first run: the first run reads a window of at
+        least ``overlap``, so the next run's re-read window reaches back before it, and rows
+        there older than ``now - overlap`` are history, not news.
+        """
         new = 0
+        if not self.primed and now is not None:
+            self.floor = now - dt.timedelta(seconds=self.incremental.overlap)
         for row in rows:
             key, cursor = row[self.incremental.key], row[self.incremental.cursor]
             if not isinstance(cursor, dt.datetime):
@@ -149,7 +158,9 @@ class IncrementalCounts:
             new += 1
             if self.cursor is None or cursor > self.cursor:
                 self.cursor = cursor
-            if self.primed:
+            if not self.primed:
+                self._count(row, 0.0)  # a series starting at 0 makes its first increase visible
+            elif self.floor is None or cursor > self.floor:
                 self._count(row)
         if self.cursor is not None:
             # Rows older than the re-read window can never come back: forget them to stay bounded.
@@ -159,14 +170,14 @@ class IncrementalCounts:
         if len(rows) >= self.incremental.limit and new == 0 and self.cursor is not None:
             self.no_overlap_until = self.cursor + dt.timedelta(seconds=self.incremental.overlap)
 
-    def _count(self, row: Mapping[str, Any]) -> None:
+    def _count(self, row: Mapping[str, Any], weight: float = 1.0) -> None:
         for metric in self.spec.metrics:
             amount = 1.0 if metric.value is None else row[metric.value]
             if amount is None:
                 continue
             labels = tuple(label_value(row[name]) for name in metric.labels)
             series = self.totals[metric.name]
-            series[labels] = series.get(labels, 0.0) + to_float(amount)
+            series[labels] = series.get(labels, 0.0) + weight * to_float(amount)
 
     def samples(self) -> dict[str, dict[LabelValues, float]]:
         """Return a copy of the current totals."""
@@ -211,15 +222,20 @@ class TargetCollector:
         ]
 
     def fresh_results(self) -> dict[str, CollectorResult]:
-        """Return results still within their collector's TTL (or from the latest refresh)."""
-        now = time.monotonic()
+        """Return the results to serve: fresh when the latest refresh began, or still being replaced."""
+        # Judged as of the refresh's start: a result that was fresh then was not re-run, so it
+        # must not vanish because the refresh took a while. A collector still running (within its
+        # own timeout) keeps its previous result until the new one arrives.
+        as_of = min(time.monotonic(), self._refresh_started)
         return {
             name: result
             for name, result in self.results.items()
             if name not in self.skipped
             and name not in self.broken
             and (
-                result.finished >= self._refresh_started or now - result.finished < self.catalog.get(name).ttl
+                result.finished >= self._refresh_started
+                or as_of - result.finished < self.catalog.get(name).ttl
+                or name in self._inflight
             )
         }
 
@@ -329,7 +345,11 @@ class TargetCollector:
             records = await self.db.fetch(spec.sql, spec.timeout, settings, acquire_timeout)
             rows = len(records)
             if counts is not None:
-                counts.absorb(records)
+                now = None
+                if not counts.primed:
+                    clock = await self.db.fetch("SELECT now() AS now", spec.timeout)
+                    now = clock[0]["now"]
+                counts.absorb(records, now)
                 samples = counts.samples()
             else:
                 samples = build_samples(spec, records)

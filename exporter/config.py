@@ -15,6 +15,7 @@ from exporter.validation import (
     Problems,
     Section,
     as_bool,
+    as_path,
     as_positive_int,
     as_seconds,
     as_str,
@@ -125,6 +126,14 @@ def _check_dsn(value: object) -> str:
             "expected a URL such as postgresql://prefect_exporter@db-host:5432/prefect, "
             f"got {redact_dsn(dsn)!r}"
         )
+    # The driver would only fail at connect time (with a bare OverflowError), so check ports now;
+    # libpq's multi-host form host1:5432,host2:5433 is allowed.
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, number = port.rpartition(":")
+        if colon and number and not (number.isdigit() and 0 < int(number) < 65536):
+            raise ValueError(f"invalid port {number!r} in {redact_dsn(dsn)!r}: expected 1 to 65535")
     return dsn
 
 
@@ -242,22 +251,23 @@ def parse_config(text: str, source: str) -> Config:
     query_dirs = [DEFAULT_QUERY_DIR]
     operations_file = DEFAULT_OPERATIONS_FILE
     if collectors is not None:
-        raw_operations = collectors.get("operations_file", as_str, None)
-        if raw_operations is not None:
-            operations_file = (base_dir / raw_operations).resolve()
-            if not operations_file.is_file():
-                collectors.problem("operations_file", f"no such file: {operations_file}")
+        operations_file = collectors.get("operations_file", as_path(base_dir), DEFAULT_OPERATIONS_FILE)
+        if not operations_file.is_file():
+            collectors.problem("operations_file", f"no such file: {operations_file}")
         include = frozenset(collectors.get("include", as_str_list, ()))
         exclude = frozenset(collectors.get("exclude", as_str_list, ()))
         for raw in collectors.get("extra_query_dirs", as_str_list, ()):
-            path = (base_dir / raw).resolve()
+            try:
+                path = as_path(base_dir)(raw)
+            except ValueError as error:
+                collectors.problem("extra_query_dirs", str(error))
+                continue
             if not path.is_dir():
                 collectors.problem("extra_query_dirs", f"no such directory: {path}")
             query_dirs.append(path)
 
     sampler = top.section("sampler", _SAMPLER_KEYS)
-    web_config = top.get("web_config_file", as_str, None)
-    web_config_file = (base_dir / web_config).resolve() if web_config else None
+    web_config_file = top.get("web_config_file", as_path(base_dir), None)
     if web_config_file is not None and not web_config_file.is_file():
         top.problem("web_config_file", f"no such file: {web_config_file}")
     listen_host, listen_port = top.get("listen", _parse_listen, _parse_listen(DEFAULT_LISTEN))

@@ -36,6 +36,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
+# The driver parses the DSN only when connecting; what it rejects there is a connect failure.
+_DSN_ERRORS: tuple[type[BaseException], ...] = (ValueError, OverflowError)
+
 
 def classify(error: BaseException) -> str:
     """Return the ``status`` label for a failed query."""
@@ -135,7 +138,7 @@ class TargetDatabase:
             except ConnectError as error:
                 self._failed(str(error))
                 raise
-            except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS) as error:
+            except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS, *_DSN_ERRORS) as error:
                 self._failed(describe(error))
                 raise ConnectError(self.last_error or "cannot connect") from None
             self._pool = pool
@@ -152,7 +155,7 @@ class TargetDatabase:
                 timeout=self.config.connect_timeout,
                 server_settings=self.server_settings(),
             )
-        except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS) as error:
+        except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS, *_DSN_ERRORS) as error:
             raise ConnectError(f"cannot connect to {self.config.safe_dsn}: {describe(error)}") from None
 
     def _failed(self, message: str) -> None:
@@ -190,18 +193,23 @@ class TargetDatabase:
         small pool is bounded separately by ``acquire_timeout`` (default: ``timeout``), so that
         queries stuck behind someone else's lock do not use up the time of the queries queued after them.
         """
-        try:
-            return await self._fetch_once(sql, timeout, settings, acquire_timeout)
-        except _CONNECTION_ERRORS:
-            # A restarted server or terminated backends leave every pooled connection dead:
-            # start a new pool and retry once before calling the target down.
-            await self.disconnect()
-        try:
-            return await self._fetch_once(sql, timeout, settings, acquire_timeout)
-        except _CONNECTION_ERRORS as error:
-            await self.disconnect()
-            self._failed(describe(error))
-            raise QueryError(describe(error), "connection") from None
+        error: BaseException | None = None
+        for attempt in range(3):
+            await self.ensure_connected()
+            pool = self._pool
+            try:
+                return await self._fetch_once(sql, timeout, settings, acquire_timeout)
+            except _CONNECTION_ERRORS as failed:
+                error = failed
+            # One dead connection (a terminated backend) is replaced by the pool on the next
+            # acquire, so retry on the same pool first; a second one in a row means the server
+            # restarted, and only then is the pool replaced, unless a concurrent query already did.
+            if attempt > 0 and self._pool is pool:
+                await self.disconnect()
+        assert error is not None
+        # The query failed, not the connect: no back-off, the next scrape tries again at once.
+        self.last_error = f"lost the connection to {self.config.safe_dsn}: {describe(error)}"
+        raise QueryError(describe(error), "connection") from None
 
     async def _fetch_once(
         self,
@@ -210,7 +218,8 @@ class TargetDatabase:
         settings: dict[str, str] | None,
         acquire_timeout: float | None,
     ) -> list[asyncpg.Record]:
-        await self.ensure_connected()
+        if self._pool is None:  # replaced by a concurrent query that found the server restarted
+            await self.ensure_connected()
         assert self._pool is not None
         waiting = acquire_timeout if acquire_timeout is not None else timeout
         try:

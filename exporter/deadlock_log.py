@@ -161,7 +161,8 @@ class DeadlockLog:
         self.classifier = classifier
         self.database = database
         self.format = log_format or detect_format(pattern)
-        self.by_operation: Counter[str] = Counter()
+        # Every operation starts at 0, so that the first deadlock is an increase rate() can see.
+        self.by_operation: Counter[str] = Counter(dict.fromkeys(classifier.operations, 0))
         self.deadlocks = 0
         self.following: str | None = None
         self.last_error: str | None = None

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from exporter.database import TargetDatabase
+from exporter.database import TargetDatabase, describe
 from exporter.errors import ConnectError
 from exporter.operations import Classifier
 
@@ -175,7 +175,7 @@ class Sampler:
                 sessions = await self.sample_once()
             except (ConnectError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 self.errors += 1
-                self.last_error = str(error)
+                self.last_error = describe(error)
                 await self._close()
                 previous = None
                 log.warning(

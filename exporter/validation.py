@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.durations import parse_duration
@@ -141,6 +142,19 @@ def as_positive_int(value: object) -> int:
 def as_seconds(value: object) -> float:
     """Accept a duration (``15s``, ``500ms``, ``5m`` or a number of seconds)."""
     return parse_duration(value)
+
+
+def as_path(base: Path) -> Callable[[object], Path]:
+    """Accept a file-system path; a relative one is taken from ``base``."""
+
+    def convert(value: object) -> Path:
+        text = as_str(value)
+        # The operating system cannot represent it, and pathlib would raise a bare ValueError.
+        if "\x00" in text:
+            raise ValueError(f"a path cannot contain a NUL character: {text!r}")
+        return (base / text).resolve()
+
+    return convert
 
 
 def as_str_list(value: object) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from types import ModuleType
 import yaml
 
 from exporter.errors import ConfigError
-from exporter.validation import Problems, Section, as_str, one_of
+from exporter.validation import Problems, Section, as_path, one_of
 from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
 
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "http_server_config")
@@ -92,7 +92,7 @@ class BasicAuth:
 
 def _existing_file(base: Path) -> Callable[[object], Path]:
     def convert(value: object) -> Path:
-        path = (base / as_str(value)).resolve()
+        path = as_path(base)(value)
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         return path

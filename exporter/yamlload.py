@@ -18,18 +18,32 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings are LineDicts and whose duplicate keys are errors."""
 
 
+# PyYAML's own constructors raise these for values such as the date 2001-13-45 or a
+# sexagesimal number too large for a float; they are YAML errors too, at the value's line.
+_VALUE_ERRORS = (ValueError, OverflowError, IndexError, AttributeError, TypeError)
+
+
+def _construct_value(loader: _LineLoader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except _VALUE_ERRORS as error:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"cannot read this value: {error}", node.start_mark
+        ) from None
+
+
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     loader.flatten_mapping(node)
     mapping = LineDict()
     mapping.line = node.start_mark.line + 1
     mapping.lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = _construct_value(loader, key_node)
         if not isinstance(key, str):
             key = str(key)
         if key in mapping:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping[key] = _construct_value(loader, value_node)
         mapping.lines[key] = key_node.start_mark.line + 1
     return mapping
 
@@ -39,7 +53,12 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def load_yaml(text: str) -> Any:
     """Parse one YAML document; mappings come back as LineDict."""
-    return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise yaml.YAMLError("the document is nested too deeply") from None
+    except _VALUE_ERRORS as error:  # a bad scalar outside any mapping
+        raise yaml.YAMLError(f"cannot read a value: {error}") from None
 
 
 def yaml_error_line(error: yaml.YAMLError) -> int | None:

@@ -400,7 +400,10 @@ async def test_transitions_are_counted_once_from_new_rows_only(prefect_db: TestD
             first = await scrape(exporter)
             success = value(first, "prefect_db_exporter_collector_success", collector="flow_run_transitions")
             assert success == 1.0
-            assert samples(first, name) == {}
+            # The first run counts nothing; what it saw starts at 0 so rate() sees the first increase.
+            seen = [("pool-t", "SCHEDULED"), ("pool-t", "PENDING"), ("pool-u", "SCHEDULED")]
+            seen.append(("", "SCHEDULED"))
+            assert counted(first, name, zeros=True) == dict.fromkeys(seen, 0.0)
 
             for state_type in ("PENDING", "RUNNING", "COMPLETED"):
                 await seed.set_flow_run_state(conn, run, state_type)
@@ -437,12 +440,50 @@ async def test_transitions_are_counted_once_from_new_rows_only(prefect_db: TestD
             await exporter.close()
 
 
-def counted(series: Series, name: str) -> dict[tuple[str, str], float]:
-    """Transition counters by (work_pool, state_type)."""
+def counted(series: Series, name: str, zeros: bool = False) -> dict[tuple[str, str], float]:
+    """Transition counters by (work_pool, state_type); those still at 0 only when ``zeros``."""
     return {
         (dict(labels)["work_pool"], dict(labels)["state_type"]): count
         for labels, count in samples(series, name).items()
+        if count or zeros
     }
+
+
+async def test_history_just_before_the_start_is_never_counted(prefect_db: TestDatabase) -> None:
+    """Rows older than the first run's window but inside the next run's re-read window are history."""
+    name = "prefect_db_flow_run_transitions_total"
+    async with admin(prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-h")
+        flow = await seed.create_flow(conn, "flow")
+        run = await seed.create_flow_run(
+            conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="SCHEDULED"
+        )
+        # Nothing newer than 30 s, so the first run leaves its cursor there and the next run
+        # re-reads back to 90 s ago, finding the 80 s old row that was outside the first window.
+        await conn.execute(
+            "UPDATE flow_run_state SET updated = now() - interval '45 seconds' WHERE flow_run_id = $1", run
+        )
+        for seconds_ago, state_type in ((80, "CANCELLING"), (30, "PENDING")):
+            await conn.execute(
+                """
+                INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
+                SELECT gen_random_uuid(), $1, $2::state_type, 'History', t, t, t
+                FROM (SELECT now() - make_interval(secs => $3::int) AS t) AS ts
+                """,
+                run,
+                state_type,
+                seconds_ago,
+            )
+        exporter = short_ttl_exporter(prefect_db, "flow_run_transitions")
+        try:
+            await scrape(exporter)
+            await asyncio.sleep(0.2)
+            assert counted(await scrape(exporter), name) == {}
+            await seed.set_flow_run_state(conn, run, "RUNNING")
+            await asyncio.sleep(0.2)
+            assert counted(await scrape(exporter), name) == {("pool-h", "RUNNING"): 1.0}
+        finally:
+            await exporter.close()
 
 
 async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
@@ -459,7 +500,7 @@ async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
         )
         exporter = short_ttl_exporter(prefect_db, "flow_run_transitions")
         try:
-            assert samples(await scrape(exporter), name) == {}
+            assert counted(await scrape(exporter), name) == {}
             # Ten seconds' worth of transitions, one per millisecond, as a busy server writes them.
             status = await conn.execute(
                 """
