@@ -11,7 +11,7 @@
 --   - name: prefect_db_late_runs_max_lateness_seconds
 --     type: gauge
 --     fold: max
---     help: Time since the scheduled start of the latest late flow run of a work pool and queue (no sample when none is late), in seconds.
+--     help: Time since the scheduled start of the most overdue late flow run of a work pool and queue (no sample when none is late), in seconds.
 --     value: max_lateness_seconds
 --     labels: [work_pool, work_queue]
 WITH settings AS (
