@@ -1,6 +1,6 @@
 """Compare a proposed collector file with the built-in one on a benchmark database.
 
-``python -m bench.compare bench/proposals/deployments.sql [--db bench_1_0] [--runs 50]`` checks that the
+``python -m bench.compare path/to/deployments.sql [--db bench_1_0] [--runs 50]`` checks that the
 proposal returns exactly the same rows as ``queries/<same name>.sql`` (both run in one transaction, so
 ``now()`` and the snapshot are the same), times both in alternation as the exporter role with the
 exporter's session settings, and prints the proposal's EXPLAIN (ANALYZE, BUFFERS).

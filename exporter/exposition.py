@@ -19,6 +19,7 @@ from exporter.catalog import Catalog
 from exporter.collection import TargetCollector
 from exporter.deadlock_log import DeadlockLog
 from exporter.sampler import Sampler
+from exporter.textformat import SampleRenderer
 
 # prometheus_client's own collectors, used without registering them anywhere global.
 _PROCESS = ProcessCollector(registry=None)
@@ -272,7 +273,7 @@ def self_metrics(
 
 
 def data_metrics(catalog: Catalog, collectors: Sequence[TargetCollector]) -> Iterator[Metric]:
-    """Yield one family per catalog metric, with the samples of every target."""
+    """Yield one family per catalog metric, with the samples of every target (the reference rendering)."""
     fresh = [(c.name, c.fresh_results()) for c in collectors if c.up]
     for spec in catalog.collectors:
         for metric in spec.metrics:
@@ -297,13 +298,15 @@ def render(
     samplers: Mapping[str, Sampler] | None = None,
     logs: Mapping[str, DeadlockLog] | None = None,
     reload_state: tuple[bool, float] = (True, 0.0),
+    renderer: SampleRenderer | None = None,
 ) -> bytes:
-    """Return the text exposition of everything the exporter knows now."""
-    families = [
-        *self_metrics(collectors, reload_state),
-        *data_metrics(catalog, collectors),
-        *sampler_metrics(samplers or {}, logs or {}),
-        *_PROCESS.collect(),
-        *_PLATFORM.collect(),
-    ]
-    return generate_latest(_Families(families))
+    """Return the text exposition of everything the exporter knows now.
+
+    The catalog's metrics (nearly all samples) go through ``renderer``, whose text is identical
+    to what ``generate_latest`` makes of ``data_metrics``; pass the same renderer on every scrape
+    so that unchanged results are not rendered again.
+    """
+    own = generate_latest(_Families(self_metrics(collectors, reload_state)))
+    data = (renderer or SampleRenderer()).render(catalog, collectors)
+    rest = [*sampler_metrics(samplers or {}, logs or {}), *_PROCESS.collect(), *_PLATFORM.collect()]
+    return own + data.encode() + generate_latest(_Families(rest))

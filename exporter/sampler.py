@@ -178,9 +178,8 @@ class Sampler:
                 self.last_error = describe(error)
                 await self._close()
                 previous = None
-                log.warning(
-                    "sampler failed", extra={"fields": {"target": self.db.config.name, "error": error}}
-                )
+                fields = {"target": self.db.config.name, "error": self.last_error}
+                log.warning("sampler failed", extra={"fields": fields})
                 await asyncio.sleep(backoff)
                 backoff = min(30.0, backoff * 2)
                 continue

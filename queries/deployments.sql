@@ -20,51 +20,46 @@
 --     value: updates_per_poll
 --     labels: [work_pool]
 WITH counts AS (
-    -- deployment is small (one row per deployment) and has no index on status: read it whole.
+    -- deployment is small (one row per deployment) and has no index on status: read it whole, once.
     SELECT d.work_queue_id,
-           d.status::text AS status,
-           count(*) AS deployments,
-           count(*) FILTER (WHERE d.paused) AS paused
+           count(*) FILTER (WHERE d.status = 'READY') AS ready,
+           count(*) FILTER (WHERE d.status = 'NOT_READY') AS not_ready,
+           count(*) FILTER (WHERE d.paused) AS paused,
+           count(*) AS total
     FROM deployment AS d
-    GROUP BY 1, 2
+    GROUP BY d.work_queue_id
 ),
 queues AS (
+    -- Plain equality joins (hashable), the deployments without a queue as one extra row.
     SELECT wq.id AS work_queue_id,
            wq.work_pool_id,
            wp.name AS work_pool,
-           wq.name AS work_queue
+           wq.name AS work_queue,
+           coalesce(c.ready, 0) AS ready,
+           coalesce(c.not_ready, 0) AS not_ready,
+           coalesce(c.paused, 0) AS paused,
+           coalesce(c.total, 0) AS total
     FROM work_queue AS wq
     JOIN work_pool AS wp ON wp.id = wq.work_pool_id
+    LEFT JOIN counts AS c ON c.work_queue_id = wq.id
     UNION ALL
-    SELECT NULL, NULL, '', ''
-    WHERE EXISTS (SELECT 1 FROM counts WHERE work_queue_id IS NULL)
+    SELECT NULL, NULL, '', '', c.ready, c.not_ready, c.paused, c.total
+    FROM counts AS c
+    WHERE c.work_queue_id IS NULL
 )
 SELECT q.work_pool,
        q.work_queue,
        s.status,
-       coalesce(c.deployments, 0) AS deployments,
+       s.deployments,
        NULL::bigint AS paused,
        NULL::bigint AS updates_per_poll
 FROM queues AS q
-CROSS JOIN (VALUES ('READY'), ('NOT_READY')) AS s (status)
-LEFT JOIN counts AS c ON c.work_queue_id IS NOT DISTINCT FROM q.work_queue_id AND c.status = s.status
+CROSS JOIN LATERAL (VALUES ('READY', q.ready), ('NOT_READY', q.not_ready)) AS s (status, deployments)
 UNION ALL
-SELECT q.work_pool,
-       q.work_queue,
-       NULL,
-       NULL,
-       coalesce((SELECT sum(c.paused) FROM counts AS c
-                 WHERE c.work_queue_id IS NOT DISTINCT FROM q.work_queue_id), 0)::bigint,
-       NULL
+SELECT q.work_pool, q.work_queue, NULL, NULL, q.paused, NULL
 FROM queues AS q
 UNION ALL
-SELECT wp.name,
-       NULL,
-       NULL,
-       NULL,
-       NULL,
-       coalesce((SELECT sum(c.deployments)
-                 FROM counts AS c
-                 JOIN work_queue AS wq ON wq.id = c.work_queue_id
-                 WHERE wq.work_pool_id = wp.id), 0)::bigint
-FROM work_pool AS wp;
+SELECT wp.name, NULL, NULL, NULL, NULL, coalesce(sum(q.total), 0)::bigint
+FROM work_pool AS wp
+LEFT JOIN queues AS q ON q.work_pool_id = wp.id
+GROUP BY wp.id, wp.name;

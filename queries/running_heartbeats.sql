@@ -76,7 +76,8 @@ running AS (
     WHERE fr.state_type = 'RUNNING'
 ),
 per_queue AS (
-    SELECT r.work_queue_id,
+    -- Runs without a queue get the nil UUID as key, so that the join below is a plain (hashable) equality.
+    SELECT coalesce(r.work_queue_id, '00000000-0000-0000-0000-000000000000'::uuid) AS work_queue_id,
            count(*) AS runs,
            extract(epoch FROM now() - least(min(r.entered), now()))::float8 AS oldest_age_seconds,
            count(*) FILTER (WHERE greatest(r.heartbeat, r.entered)
@@ -86,7 +87,7 @@ per_queue AS (
            count(*) FILTER (WHERE r.heartbeat IS NULL OR r.heartbeat < r.entered) AS without_heartbeat
     FROM running AS r
     CROSS JOIN settings AS st
-    GROUP BY r.work_queue_id
+    GROUP BY 1
 ),
 queues AS (
     SELECT wq.id AS work_queue_id,
@@ -95,8 +96,8 @@ queues AS (
     FROM work_queue AS wq
     JOIN work_pool AS wp ON wp.id = wq.work_pool_id
     UNION ALL
-    SELECT NULL, '', ''
-    WHERE EXISTS (SELECT 1 FROM per_queue WHERE work_queue_id IS NULL)
+    SELECT '00000000-0000-0000-0000-000000000000'::uuid, '', ''
+    WHERE EXISTS (SELECT 1 FROM per_queue WHERE work_queue_id = '00000000-0000-0000-0000-000000000000'::uuid)
 )
 SELECT q.work_pool,
        q.work_queue,
@@ -109,7 +110,7 @@ SELECT q.work_pool,
        NULL::float8 AS last_heartbeat_age_seconds
 FROM queues AS q
 CROSS JOIN present AS p
-LEFT JOIN per_queue AS pq ON pq.work_queue_id IS NOT DISTINCT FROM q.work_queue_id
+LEFT JOIN per_queue AS pq ON pq.work_queue_id = q.work_queue_id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN p.present THEN 1 ELSE 0 END,

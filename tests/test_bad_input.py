@@ -19,6 +19,7 @@ import yaml
 from helpers import exporter_for, parse, serving, target_for, value
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import seed
@@ -27,6 +28,7 @@ from devtools.prefect_env import PREFECT_VERSIONS
 from exporter.catalog import parse_collector
 from exporter.config import Config, parse_config
 from exporter.errors import CatalogError, ConfigError
+from exporter.exposition import _Families, data_metrics
 from exporter.validation import Problems
 from exporter.webconfig import WebConfig, parse_web_config
 
@@ -462,6 +464,11 @@ async def test_odd_names_and_null_ish_values_round_trip(prefect_db: TestDatabase
         async with http.get(f"{base}/metrics") as response:
             assert response.status == 200
             text = await response.text()
+        # The exporter writes its samples directly; prometheus_client must have written the same bytes.
+        reference = generate_latest(_Families(data_metrics(exporter.catalog, exporter.targets))).decode()
+        assert reference in text
+        async with http.get(f"{base}/metrics") as response:  # now from the cached sample lines
+            assert reference in await response.text()
         async with http.get(f"{base}/") as response:
             assert response.status == 200
             assert "<script>alert(1)</script>" not in await response.text()
