@@ -18,8 +18,10 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check exporter devtools tests
+	$(VENV)/bin/ruff check exporter devtools dashboards bench tests
+	$(VENV)/bin/ruff format --check exporter
 	$(VENV)/bin/mypy --strict exporter
+	$(VENV)/bin/mypy --strict devtools dashboards bench
 
 docs: $(VENV)/.installed
 	$(PY) -m devtools.metrics_doc

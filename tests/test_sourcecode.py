@@ -15,10 +15,20 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    result = run(str(BIN / "ruff"), "check", "exporter", "devtools", "tests")
+    result = run(str(BIN / "ruff"), "check", "exporter", "devtools", "dashboards", "bench", "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean_for_the_exporter() -> None:
+    result = run(str(BIN / "ruff"), "format", "--check", "exporter")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_is_clean_for_the_exporter() -> None:
     result = run(str(BIN / "mypy"), "--strict", "exporter")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean_for_the_tools() -> None:
+    result = run(str(BIN / "mypy"), "--strict", "devtools", "dashboards", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
