@@ -19,11 +19,16 @@ from exporter.collection import CollectorResult, TargetCollector
 
 def escape_label_value(value: str) -> str:
     """Escape a label value as the text format requires."""
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value  # nearly always: names of pools, queues, states
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def format_value(value: float) -> str:
     """Format a sample value as Prometheus (Go) does."""
+    # Go and Python write every float in this range alike (NaN and infinities are outside it).
+    if -1e6 < value < 1e6:
+        return repr(value)
     text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
     return text
 
@@ -37,13 +42,16 @@ def metric_header(metric: MetricSpec) -> str:
 def sample_lines(metric: MetricSpec, target: str, result: CollectorResult) -> str:
     """Return the sample lines of one metric of one target's result."""
     names = ("target", *metric.labels)
-    # Labels are written sorted by name, as generate_latest does.
+    # Labels are written sorted by name, as generate_latest does; each with its lead-in text.
     order = sorted(range(len(names)), key=names.__getitem__)
+    lead_ins = [("{" if n == 0 else ",") + f'{names[i]}="' for n, i in enumerate(order)]
+    layout = list(zip(lead_ins, order, strict=True))
+    escaped_target = escape_label_value(target)
     lines = []
     for values, value in result.samples.get(metric.name, {}).items():
-        labelled = (target, *values)
-        labels = ",".join(f'{names[i]}="{escape_label_value(labelled[i])}"' for i in order)
-        lines.append(f"{metric.name}{{{labels}}} {format_value(value)}\n")
+        labelled = (escaped_target, *map(escape_label_value, values))
+        labels = "".join([lead_in + labelled[i] + '"' for lead_in, i in layout])
+        lines.append(f"{metric.name}{labels}}} {format_value(value)}\n")
     return "".join(lines)
 
 
