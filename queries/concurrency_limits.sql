@@ -25,7 +25,10 @@
 --     labels: [name]
 WITH limits AS (
     SELECT cl.*,
-           CASE WHEN cl.name ~* '^deployment:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+           -- deployment:<uuid>: dashes where a UUID has them and hex digits everywhere else (a
+           -- regular expression costs ten times as much per row).
+           CASE WHEN cl.name LIKE 'deployment:________-____-____-____-____________'
+                 AND translate(substr(cl.name, 12), '0123456789abcdefABCDEF', '') = '----'
                 THEN substr(cl.name, 12)::uuid
            END AS deployment_id
     FROM concurrency_limit_v2 AS cl
