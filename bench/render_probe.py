@@ -1,10 +1,10 @@
-"""Measure what rendering the exposition costs: prometheus_client against the exporter's own renderer.
+"""Measure what rendering the exposition costs: prometheus_client against the exporter's own text.
 
 ``python -m bench.render_probe [--db bench_1_0]`` runs every collector once through the real exporter,
 then times ``prometheus_client.generate_latest`` over the catalog's metric families (the reference,
-``exporter.exposition.data_metrics``) against ``exporter.textformat.SampleRenderer`` — once with a
-new renderer each round (every result rendered, as after a refresh) and once with the same renderer
-(results unchanged, as within the TTL) — and checks that all three produce the same bytes.
+``exporter.exposition.data_metrics``) against the exporter's way: writing each result's sample lines
+(``exporter.textformat.sample_lines``, done once per result as it arrives) and joining them at scrape
+time (``exporter.exposition.data_text``). It checks that both produce the same bytes.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from bench.cluster import ensure_cluster, progress
 from bench.run import write_config
 from devtools.pgcluster import free_port
 from exporter.config import load_config
-from exporter.exposition import _Families, data_metrics
+from exporter.exposition import _Families, data_metrics, data_text
 from exporter.service import Exporter
-from exporter.textformat import SampleRenderer
+from exporter.textformat import sample_lines
 
 
 def timed(render: Callable[[], str], rounds: int) -> tuple[float, str]:
@@ -47,15 +47,23 @@ async def probe(dbname: str, rounds: int) -> None:
         reference_ms, reference = timed(
             lambda: generate_latest(_Families(data_metrics(catalog, targets))).decode(), rounds
         )
-        uncached_ms, uncached = timed(lambda: SampleRenderer().render(catalog, targets), rounds)
-        renderer = SampleRenderer()
-        cached_ms, cached = timed(lambda: renderer.render(catalog, targets), rounds)
+
+        def write_lines() -> str:
+            return "".join(
+                sample_lines(metric, target.name, result.samples.get(metric.name, {}))
+                for target in targets
+                for spec in catalog.collectors
+                if (result := target.results.get(spec.name)) is not None
+                for metric in spec.metrics
+            )
+
+        lines_ms, _ = timed(write_lines, rounds)
+        join_ms, joined = timed(lambda: data_text(catalog, targets), rounds)
         samples = sum(1 for line in reference.splitlines() if not line.startswith("#"))
-        same = reference == uncached == cached
-        print(f"{samples} samples, {len(reference)} bytes; identical output: {same}")
-        print(f"families + generate_latest:       median {reference_ms:6.2f} ms")
-        print(f"SampleRenderer, every result new: median {uncached_ms:6.2f} ms")
-        print(f"SampleRenderer, results unchanged: median {cached_ms:6.2f} ms")
+        print(f"{samples} samples, {len(reference)} bytes; identical output: {reference == joined}")
+        print(f"families + generate_latest:                  median {reference_ms:6.2f} ms")
+        print(f"sample_lines for every result (per refresh): median {lines_ms:6.2f} ms")
+        print(f"data_text, joining the lines (per scrape):   median {join_ms:6.2f} ms")
     finally:
         await exporter.close()
 

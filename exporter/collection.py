@@ -16,6 +16,7 @@ from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.gates import unmet_requirement
+from exporter.textformat import sample_lines
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class CollectorResult:
     samples: Samples = field(default_factory=dict)
     error: str | None = None
     folded: Mapping[str, int] = field(default_factory=dict)
+    # The samples of each metric as exposition text, written once per result.
+    text: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -379,7 +382,8 @@ class TargetCollector:
             status, error = "error", f"unexpected error: {failure!r}"
         finished = time.monotonic()
         kept, folded = self._capped(spec, samples) if status == "success" else ({}, {})
-        result = CollectorResult(status, finished - started, finished, rows, kept, error, folded)
+        text = {m.name: sample_lines(m, self.name, kept[m.name]) for m in spec.metrics if m.name in kept}
+        result = CollectorResult(status, finished - started, finished, rows, kept, error, folded, text)
         self.queries_total[(spec.name, status)] += 1
         self.results[spec.name] = result
         if error:

@@ -19,7 +19,7 @@ from exporter.catalog import Catalog
 from exporter.collection import TargetCollector
 from exporter.deadlock_log import DeadlockLog
 from exporter.sampler import Sampler
-from exporter.textformat import SampleRenderer
+from exporter.textformat import metric_header
 
 # prometheus_client's own collectors, used without registering them anywhere global.
 _PROCESS = ProcessCollector(registry=None)
@@ -292,21 +292,31 @@ def data_metrics(catalog: Catalog, collectors: Sequence[TargetCollector]) -> Ite
             yield family
 
 
+def data_text(catalog: Catalog, collectors: Sequence[TargetCollector]) -> str:
+    """Return every catalog metric as exposition text, from the lines the results carry."""
+    fresh = [c.fresh_results() for c in collectors if c.up]
+    out: list[str] = []
+    for spec in catalog.collectors:
+        texts = [result.text for results in fresh if (result := results.get(spec.name)) and result.ok]
+        for metric in spec.metrics:
+            out.append(metric_header(metric))
+            out.extend(text.get(metric.name, "") for text in texts)
+    return "".join(out)
+
+
 def render(
     catalog: Catalog,
     collectors: Sequence[TargetCollector],
     samplers: Mapping[str, Sampler] | None = None,
     logs: Mapping[str, DeadlockLog] | None = None,
     reload_state: tuple[bool, float] = (True, 0.0),
-    renderer: SampleRenderer | None = None,
 ) -> bytes:
     """Return the text exposition of everything the exporter knows now.
 
-    The catalog's metrics (nearly all samples) go through ``renderer``, whose text is identical
-    to what ``generate_latest`` makes of ``data_metrics``; pass the same renderer on every scrape
-    so that unchanged results are not rendered again.
+    The catalog's metrics (nearly all samples) come from ``data_text``, identical to what
+    ``generate_latest`` makes of ``data_metrics``; the rest goes through ``generate_latest``.
     """
     own = generate_latest(_Families(self_metrics(collectors, reload_state)))
-    data = (renderer or SampleRenderer()).render(catalog, collectors)
+    data = data_text(catalog, collectors)
     rest = [*sampler_metrics(samplers or {}, logs or {}), *_PROCESS.collect(), *_PLATFORM.collect()]
     return own + data.encode() + generate_latest(_Families(rest))

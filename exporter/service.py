@@ -14,7 +14,6 @@ from exporter.deadlock_log import DeadlockLog
 from exporter.exposition import render
 from exporter.operations import Classifier, load_operations
 from exporter.sampler import Sampler
-from exporter.textformat import SampleRenderer
 
 
 def database_name(target: TargetConfig) -> str:
@@ -36,7 +35,6 @@ class Exporter:
         self.last_reload_ok = True
         self.last_reload_success = self.started
         self.background_started = False
-        self.renderer = SampleRenderer()
         for target in config.targets:
             self._add_target(target)
 
@@ -82,7 +80,7 @@ class Exporter:
         samplers = {n: s for n, s in self.samplers.items() if n in names}
         logs = {n: f for n, f in self.deadlock_logs.items() if n in names}
         reload_state = (self.last_reload_ok, self.last_reload_success)
-        return render(self.catalog, chosen, samplers, logs, reload_state, self.renderer)
+        return render(self.catalog, chosen, samplers, logs, reload_state)
 
     async def reload(self, config: Config) -> None:
         """Apply a new configuration, keeping every counter of the targets that stay.
@@ -97,7 +95,6 @@ class Exporter:
         old_samplers, old_logs = self.samplers, self.deadlock_logs
         self.config, self.catalog, self.classifier = config, catalog, classifier
         self.targets, self.samplers, self.deadlock_logs = [], {}, {}
-        self.renderer = SampleRenderer()
         for target in config.targets:
             self._add_target(target)
         for collector in self.targets:
