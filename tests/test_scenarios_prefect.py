@@ -449,15 +449,21 @@ def counted(series: Series, name: str, zeros: bool = False) -> dict[tuple[str, s
     }
 
 
+async def scheduled_run_in_new_pool(conn: asyncpg.Connection, pool_name: str) -> uuid.UUID:
+    """A SCHEDULED flow run on the default queue of a new work pool."""
+    pool = await seed.create_work_pool(conn, pool_name)
+    flow = await seed.create_flow(conn, "flow")
+    run: uuid.UUID = await seed.create_flow_run(
+        conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="SCHEDULED"
+    )
+    return run
+
+
 async def test_history_just_before_the_start_is_never_counted(prefect_db: TestDatabase) -> None:
     """Rows older than the first run's window but inside the next run's re-read window are history."""
     name = "prefect_db_flow_run_transitions_total"
     async with admin(prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-h")
-        flow = await seed.create_flow(conn, "flow")
-        run = await seed.create_flow_run(
-            conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="SCHEDULED"
-        )
+        run = await scheduled_run_in_new_pool(conn, "pool-h")
         # Nothing newer than 30 s, so the first run leaves its cursor there and the next run
         # re-reads back to 90 s ago, finding the 80 s old row that was outside the first window.
         await conn.execute(
@@ -493,11 +499,7 @@ async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
     burst = 10_050
     name = "prefect_db_flow_run_transitions_total"
     async with admin(prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-b")
-        flow = await seed.create_flow(conn, "flow")
-        run = await seed.create_flow_run(
-            conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="SCHEDULED"
-        )
+        run = await scheduled_run_in_new_pool(conn, "pool-b")
         exporter = short_ttl_exporter(prefect_db, "flow_run_transitions")
         try:
             assert counted(await scrape(exporter), name) == {}
