@@ -16,7 +16,7 @@ from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.gates import unmet_requirement
-from exporter.textformat import sample_lines
+from exporter.textformat import SampleWriter
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,9 @@ class TargetCollector:
         self._refresh: asyncio.Task[None] | None = None
         self._refresh_started = float("inf")
         self._incremental = {s.name: IncrementalCounts(s) for s in catalog.collectors if s.incremental}
+        self._writers = {
+            m.name: SampleWriter(m, db.config.name) for spec in catalog.collectors for m in spec.metrics
+        }
 
     def adopt_counters(self, old: TargetCollector) -> None:
         """Carry the counters of the collector this one replaces (on reload) over to this one."""
@@ -382,7 +385,7 @@ class TargetCollector:
             status, error = "error", f"unexpected error: {failure!r}"
         finished = time.monotonic()
         kept, folded = self._capped(spec, samples) if status == "success" else ({}, {})
-        text = {m.name: sample_lines(m, self.name, kept[m.name]) for m in spec.metrics if m.name in kept}
+        text = {m.name: self._writers[m.name].write(kept[m.name]) for m in spec.metrics if m.name in kept}
         result = CollectorResult(status, finished - started, finished, rows, kept, error, folded, text)
         self.queries_total[(spec.name, status)] += 1
         self.results[spec.name] = result

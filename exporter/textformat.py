@@ -38,17 +38,40 @@ def metric_header(metric: MetricSpec) -> str:
     return f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"
 
 
+class SampleWriter:
+    """Writes one metric's sample lines for one target, re-using each series' label text next time.
+
+    Between two runs of a collector the label sets rarely change (the same pools and queues), so the
+    text up to the value is kept for the series of the latest run; only values are formatted again.
+    """
+
+    def __init__(self, metric: MetricSpec, target: str) -> None:
+        names = ("target", *metric.labels)
+        # Labels are written sorted by name, as generate_latest does; each with its lead-in text.
+        order = sorted(range(len(names)), key=names.__getitem__)
+        lead_ins = [("{" if n == 0 else ",") + f'{names[i]}="' for n, i in enumerate(order)]
+        self._layout = list(zip(lead_ins, order, strict=True))
+        self._name = metric.name
+        self._target = escape_label_value(target)
+        self._prefixes: dict[tuple[str, ...], str] = {}
+
+    def _prefix(self, values: tuple[str, ...]) -> str:
+        labelled = (self._target, *map(escape_label_value, values))
+        labels = "".join([lead_in + labelled[i] + '"' for lead_in, i in self._layout])
+        return f"{self._name}{labels}}} "
+
+    def write(self, series: Mapping[tuple[str, ...], float]) -> str:
+        """Return the sample lines of ``series``."""
+        known, kept = self._prefixes, {}
+        lines = []
+        for values, value in series.items():
+            prefix = known.get(values) or self._prefix(values)
+            kept[values] = prefix
+            lines.append(f"{prefix}{format_value(value)}\n")
+        self._prefixes = kept  # only the current series: the memory stays bounded by them
+        return "".join(lines)
+
+
 def sample_lines(metric: MetricSpec, target: str, series: Mapping[tuple[str, ...], float]) -> str:
     """Return the sample lines of one metric's series for one target."""
-    names = ("target", *metric.labels)
-    # Labels are written sorted by name, as generate_latest does; each with its lead-in text.
-    order = sorted(range(len(names)), key=names.__getitem__)
-    lead_ins = [("{" if n == 0 else ",") + f'{names[i]}="' for n, i in enumerate(order)]
-    layout = list(zip(lead_ins, order, strict=True))
-    escaped_target = escape_label_value(target)
-    lines = []
-    for values, value in series.items():
-        labelled = (escaped_target, *map(escape_label_value, values))
-        labels = "".join([lead_in + labelled[i] + '"' for lead_in, i in layout])
-        lines.append(f"{metric.name}{labels}}} {format_value(value)}\n")
-    return "".join(lines)
+    return SampleWriter(metric, target).write(series)

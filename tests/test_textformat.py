@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.utils import floatToGoString
 
-from exporter.textformat import escape_label_value, format_value
+from exporter.catalog import MetricSpec
+from exporter.textformat import SampleWriter, escape_label_value, format_value
 
 EDGES = [999_999.9999, 1e6, -1e6, 123456789.0, 5e-324, -0.0]
 
@@ -24,3 +25,21 @@ def test_values_are_formatted_as_prometheus_client_does(value: float) -> None:
 def test_label_values_are_escaped_as_prometheus_client_does(value: str) -> None:
     expected = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
     assert escape_label_value(value) == expected
+
+
+def test_a_writer_used_again_writes_what_a_new_one_writes() -> None:
+    """Label text kept from one run is re-used for the next; new, gone and changed series are right."""
+    metric = MetricSpec("m", "gauge", "h", "v", ("work_queue", "state"), 1, "sum")
+    writer = SampleWriter(metric, 'ta"rget')
+    runs: list[dict[tuple[str, ...], float]] = [
+        {("q1", "RUNNING"): 1.0, ("q\\2", "PENDING"): 2.0},
+        {("q1", "RUNNING"): 3.0, ("q3\n", "PENDING"): 1e9},
+        {},
+        {("q1", "RUNNING"): 0.0},
+    ]
+    for series in runs:
+        assert writer.write(series) == SampleWriter(metric, 'ta"rget').write(series)
+    assert writer.write(runs[0]) == (
+        'm{state="RUNNING",target="ta\\"rget",work_queue="q1"} 1.0\n'
+        'm{state="PENDING",target="ta\\"rget",work_queue="q\\\\2"} 2.0\n'
+    )
