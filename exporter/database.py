@@ -207,8 +207,9 @@ class TargetDatabase:
         for attempt in range(3):
             await self.ensure_connected()
             pool = self._pool
+            assert pool is not None
             try:
-                return await self._fetch_once(sql, timeout, settings, acquire_timeout)
+                return await self._fetch_once(pool, sql, timeout, settings, acquire_timeout)
             except _CONNECTION_ERRORS as failed:
                 error = failed
             # One dead connection (a terminated backend) is replaced by the pool on the next
@@ -223,17 +224,15 @@ class TargetDatabase:
 
     async def _fetch_once(
         self,
+        pool: asyncpg.Pool,
         sql: str,
         timeout: float,
         settings: dict[str, str] | None,
         acquire_timeout: float | None,
     ) -> list[asyncpg.Record]:
-        if self._pool is None:  # replaced by a concurrent query that found the server restarted
-            await self.ensure_connected()
-        assert self._pool is not None
         waiting = acquire_timeout if acquire_timeout is not None else timeout
         try:
-            async with self._pool.acquire(timeout=max(0.001, waiting)) as conn:
+            async with pool.acquire(timeout=max(0.001, waiting)) as conn:
                 for name, value in (settings or {}).items():
                     await conn.execute("SELECT set_config($1, $2, false)", name, value, timeout=timeout)
                 rows: list[asyncpg.Record] = await conn.fetch(sql, timeout=timeout)
