@@ -70,8 +70,3 @@ class SampleWriter:
             lines.append(f"{prefix}{format_value(value)}\n")
         self._prefixes = kept  # only the current series: the memory stays bounded by them
         return "".join(lines)
-
-
-def sample_lines(metric: MetricSpec, target: str, series: Mapping[tuple[str, ...], float]) -> str:
-    """Return the sample lines of one metric's series for one target."""
-    return SampleWriter(metric, target).write(series)
