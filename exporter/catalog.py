@@ -7,11 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from exporter.errors import CatalogError
+from exporter.errors import CatalogError, Problems
 from exporter.validation import (
-    Problems,
     Section,
     as_int,
     as_positive_int,
@@ -20,7 +17,7 @@ from exporter.validation import (
     as_str_list,
     one_of,
 )
-from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
+from exporter.yamlload import LineDict, load_mapping
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -214,15 +211,9 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
     if not header_text.strip():
         problems.add(1, "", "no header: start the file with '-- description: …' and '-- metrics: …' lines")
         return None
-    try:
-        header = load_yaml(header_text)
-    except yaml.YAMLError as error:
-        line = yaml_error_line(error)
-        message = f"header is not valid YAML: {yaml_error_text(error)}"
-        problems.add(line and line + header_line - 1, "", message)
-        return None
-    if not isinstance(header, LineDict):
-        problems.add(header_line, "", "the header must be a YAML mapping (description:, metrics:, …)")
+    expected = "the header to be a YAML mapping (description:, metrics:, …)"
+    header = load_mapping(header_text, problems, expected, line_offset=header_line - 1, subject="header")
+    if header is None:
         return None
     top = Section(header, "", problems, _HEADER_KEYS, line_offset=header_line - 1)
     if not sql:

@@ -48,3 +48,16 @@ class QueryError(TargetError):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Problems:
+    """Problems found in one source file, each rendered as ``file:line: path: message``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, line: int | None, path: str, message: str) -> None:
+        """Record one problem."""
+        where = f"{self.source}:{line}" if line else self.source
+        self.items.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")

@@ -8,23 +8,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.durations import parse_duration
+from exporter.errors import Problems
 from exporter.yamlload import LineDict
 
 T = TypeVar("T")
 _MISSING: Any = object()
-
-
-class Problems:
-    """Problems found in one source file, each rendered as ``file:line: path: message``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, line: int | None, path: str, message: str) -> None:
-        """Record one problem."""
-        where = f"{self.source}:{line}" if line else self.source
-        self.items.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
 
 
 def _type_name(value: object) -> str:

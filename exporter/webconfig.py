@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-import yaml
-
-from exporter.errors import ConfigError
-from exporter.validation import Problems, Section, as_path, one_of
-from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
+from exporter.errors import ConfigError, Problems
+from exporter.validation import Section, as_path, one_of
+from exporter.yamlload import LineDict, load_mapping, read_document
 
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "http_server_config")
 _TLS_KEYS = ("cert_file", "key_file", "min_version")
@@ -103,16 +101,10 @@ def _existing_file(base: Path) -> Callable[[object], Path]:
 def parse_web_config(text: str, source: str) -> WebConfig:
     """Validate a web-config document; raise ConfigError listing every problem."""
     problems = Problems(source)
-    try:
-        document = load_yaml(text) or LineDict()
-    except yaml.YAMLError as error:
-        problems.add(yaml_error_line(error), "", f"not valid YAML: {yaml_error_text(error)}")
-        raise ConfigError(f"invalid web config {source}", problems.items) from None
-    if not isinstance(document, LineDict):
-        problems.add(1, "", "expected a mapping with tls_server_config: and/or basic_auth_users:")
+    expected = "a mapping with tls_server_config: and/or basic_auth_users:"
+    document = load_mapping(text, problems, expected, empty_ok=True)
+    if document is None:
         raise ConfigError(f"invalid web config {source}", problems.items)
-    if not hasattr(document, "line"):
-        document.line, document.lines = 1, {}
     top = Section(document, "", problems, _TOP_KEYS)
     base = Path(source).resolve().parent
     cert = key = None
@@ -148,8 +140,4 @@ def parse_web_config(text: str, source: str) -> WebConfig:
 
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate the web-config file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read web config {path}", [str(error)]) from None
-    return parse_web_config(text, str(path))
+    return parse_web_config(read_document(path, ConfigError, "web config"), str(path))

@@ -1,10 +1,18 @@
-"""Load YAML keeping the line of every mapping key, so errors can name file and line."""
+"""Load YAML keeping the line of every mapping key, so errors can name file and line.
+
+``load_mapping`` is the one way the exporter reads a YAML document (config, web config, operations,
+releases, collector headers): a document that is not YAML, or not a mapping, becomes a problem with
+its line, for the caller to raise with its own error class.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from exporter.errors import Problems, ProblemsError
 
 
 class LineDict(dict[str, Any]):
@@ -77,3 +85,45 @@ def yaml_error_text(error: yaml.YAMLError) -> str:
     context = getattr(error, "context", None)
     text = " ".join(str(part) for part in (context, problem) if part)
     return text or str(error).splitlines()[0]
+
+
+def load_mapping(
+    text: str,
+    problems: Problems,
+    expected: str,
+    *,
+    empty_ok: bool = False,
+    line_offset: int = 0,
+    subject: str = "",
+) -> LineDict | None:
+    """Parse a document that must be a mapping; record what is wrong in ``problems`` and return None.
+
+    ``expected`` completes "expected …" in the problem (e.g. "a mapping with an operations: list");
+    an empty document is an empty mapping when ``empty_ok``, else a problem. ``line_offset`` is added
+    to every line (for a document embedded in a larger file); ``subject`` names it in the problem.
+    """
+    lead = f"{subject} is not" if subject else "not"
+    try:
+        document = load_yaml(text)
+    except yaml.YAMLError as error:
+        line = yaml_error_line(error)
+        problems.add(line and line + line_offset, "", f"{lead} valid YAML: {yaml_error_text(error)}")
+        return None
+    if document is None and empty_ok:
+        document = LineDict()
+        document.line, document.lines = 1, {}
+    if not isinstance(document, LineDict):
+        got = "an empty document" if document is None else f"{type(document).__name__} {document!r}"[:80]
+        problems.add(1 + line_offset, "", f"expected {expected}, got {got}")
+        return None
+    return document
+
+
+def read_document(path: Path, error: type[ProblemsError], what: str) -> str:
+    """Return the text of ``path``; raise ``error`` ("cannot read <what> <path>") when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as failure:
+        raise error(f"cannot read {what} {path}", [failure.strerror or str(failure)]) from None
+    except UnicodeDecodeError:
+        raise error(f"cannot read {what} {path}", ["not UTF-8 text"]) from None

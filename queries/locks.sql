@@ -9,17 +9,18 @@
 WITH prefect_tables AS (
     SELECT to_regclass(quote_ident(t.name))::oid AS relid,
            t.name
-    FROM (VALUES ('agent'), ('alembic_version'), ('artifact'), ('artifact_collection'),
-                   ('automation'), ('automation_bucket'), ('automation_event_follower'),
-                   ('automation_held_event'), ('automation_related_resource'), ('block_document'),
-                   ('block_document_reference'), ('block_schema'), ('block_schema_reference'),
-                   ('block_type'), ('composite_trigger_child_firing'), ('concurrency_limit'),
-                   ('concurrency_limit_v2'), ('configuration'), ('csrf_token'), ('deployment'),
-                   ('deployment_schedule'), ('deployment_version'), ('event_resources'), ('events'),
-                   ('flow'), ('flow_run'), ('flow_run_input'), ('flow_run_notification_policy'),
-                   ('flow_run_notification_queue'), ('flow_run_state'), ('log'), ('saved_search'),
-                   ('task_run'), ('task_run_state'), ('task_run_state_cache'), ('variable'),
-                   ('work_pool'), ('work_queue'), ('worker')) AS t (name)
+    FROM (VALUES -- the Prefect tables of exporter/labels.py (make docs writes this list)
+            ('agent'), ('alembic_version'), ('artifact'), ('artifact_collection'), ('automation'),
+            ('automation_bucket'), ('automation_event_follower'), ('automation_held_event'),
+            ('automation_related_resource'), ('block_document'), ('block_document_reference'),
+            ('block_schema'), ('block_schema_reference'), ('block_type'),
+            ('composite_trigger_child_firing'), ('concurrency_limit'), ('concurrency_limit_v2'),
+            ('configuration'), ('csrf_token'), ('deployment'), ('deployment_schedule'),
+            ('deployment_version'), ('event_resources'), ('events'), ('flow'), ('flow_run'),
+            ('flow_run_input'), ('flow_run_notification_policy'), ('flow_run_notification_queue'),
+            ('flow_run_state'), ('log'), ('saved_search'), ('task_run'), ('task_run_state'),
+            ('task_run_state_cache'), ('variable'), ('work_pool'), ('work_queue'), ('worker')
+    ) AS t (name)
 )
 SELECT l.mode,
        CASE WHEN l.granted THEN 'true' ELSE 'false' END AS granted,
