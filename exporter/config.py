@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import yaml
-
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, Problems
 from exporter.validation import (
-    Problems,
     Section,
     as_bool,
     as_path,
@@ -22,10 +20,9 @@ from exporter.validation import (
     as_str_list,
     one_of,
 )
-from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
+from exporter.yamlload import load_mapping, read_document
 
 DEFAULT_DSN = "postgresql://prefect@localhost/prefect"
-DEFAULT_LISTEN = "0.0.0.0:9650"
 
 
 def _default_query_dir() -> Path:
@@ -38,7 +35,12 @@ def _default_query_dir() -> Path:
 
 DEFAULT_QUERY_DIR = _default_query_dir()
 DEFAULT_OPERATIONS_FILE = DEFAULT_QUERY_DIR / "operations.yaml"
-LOG_FORMATS = ("stderr", "csvlog", "jsonlog")
+DEFAULT_RELEASES_FILE = DEFAULT_QUERY_DIR / "prefect_releases.yaml"
+# Formats of the PostgreSQL server log that the deadlock follower reads (log_destination).
+SERVER_LOG_FORMATS = ("stderr", "csvlog", "jsonlog")
+# Levels and formats of the exporter's own log.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+EXPORTER_LOG_FORMATS = ("logfmt", "json")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -101,6 +103,43 @@ class Config:
     web_config_file: Path | None = None
     source: str = "command line"
 
+    def target_settings(self) -> tuple[TargetSettings, ...]:
+        """Return what shapes each target, in the order of ``targets``."""
+        return tuple(
+            TargetSettings(
+                target,
+                self.thresholds,
+                self.max_series_per_metric,
+                self.sampler_enabled,
+                self.sampler_interval,
+            )
+            for target in self.targets
+        )
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Everything in the configuration that shapes how one target is watched.
+
+    A reload keeps a target whose settings (and catalog and operations) are unchanged as it is,
+    with its connections and cached results.
+    """
+
+    target: TargetConfig
+    thresholds: Thresholds
+    max_series_per_metric: int
+    sampler_enabled: bool
+    sampler_interval: float
+
+
+def default(cls: type[Any], name: str) -> Any:
+    """Return the default of field ``name`` of dataclass ``cls``: the one place defaults are written."""
+    found = next(f for f in fields(cls) if f.name == name)
+    if found.default is not MISSING:
+        return found.default
+    assert found.default_factory is not MISSING, f"{cls.__name__}.{name} has no default"
+    return found.default_factory()
+
 
 def redact_dsn(dsn: str) -> str:
     """Return ``dsn`` with the password (in the netloc or the query string) masked."""
@@ -150,6 +189,10 @@ def _parse_listen(value: object) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _default_listen() -> tuple[str, int]:
+    return default(Config, "listen_host"), default(Config, "listen_port")
+
+
 def as_series_cap(value: object) -> int:
     """Accept a series cap of at least 2 (one kept series and the ``other`` bucket)."""
     cap = as_positive_int(value)
@@ -168,27 +211,37 @@ def _check_target_name(value: object) -> str:
 def _read_thresholds(section: Section | None) -> Thresholds:
     if section is None:
         return Thresholds()
-    defaults = Thresholds()
-    values = {f.name: section.get(f.name, as_seconds, getattr(defaults, f.name)) for f in fields(defaults)}
-    return Thresholds(**values)
+    return Thresholds(
+        **{f.name: section.get(f.name, as_seconds, default(Thresholds, f.name)) for f in fields(Thresholds)}
+    )
+
+
+# How each key of a target is read; its default is the TargetConfig field's.
+_TARGET_READERS = {
+    "password_env": as_str,
+    "password_file": as_str,
+    "pool_size": as_positive_int,
+    "connect_timeout": as_seconds,
+    "statement_timeout": as_seconds,
+    "lock_timeout": as_seconds,
+    "idle_in_transaction_timeout": as_seconds,
+    "server_log": as_str,
+    "server_log_format": one_of(*SERVER_LOG_FORMATS),
+}
 
 
 def _read_target(section: Section) -> TargetConfig | None:
     dsn = section.get("dsn", _check_dsn)
-    password_file = section.get("password_file", as_str, None)
     # Read every key even when the DSN is bad, so that all problems are reported at once.
+    values = {
+        key: section.get(key, read, default(TargetConfig, key)) for key, read in _TARGET_READERS.items()
+    }
+    if values["password_file"] is not None:
+        values["password_file"] = Path(values["password_file"])
     target = TargetConfig(
         name=section.get("name", _check_target_name, None) or _target_name_from_dsn(dsn or ""),
         dsn=dsn or "",
-        password_env=section.get("password_env", as_str, None),
-        password_file=Path(password_file) if password_file else None,
-        pool_size=section.get("pool_size", as_positive_int, 2),
-        connect_timeout=section.get("connect_timeout", as_seconds, 5.0),
-        statement_timeout=section.get("statement_timeout", as_seconds, 10.0),
-        lock_timeout=section.get("lock_timeout", as_seconds, 0.5),
-        idle_in_transaction_timeout=section.get("idle_in_transaction_timeout", as_seconds, 10.0),
-        server_log=section.get("server_log", as_str, None),
-        server_log_format=section.get("server_log_format", one_of(*LOG_FORMATS), None),
+        **values,
     )
     if target.pool_size > 4:
         section.problem("pool_size", "at most 4: the exporter must stay a light client of the database")
@@ -214,23 +267,14 @@ _TARGET_KEYS = tuple(f.name for f in fields(TargetConfig))
 _COLLECTOR_KEYS = ("include", "exclude", "extra_query_dirs", "operations_file")
 _SAMPLER_KEYS = ("enabled", "interval")
 _LOG_KEYS = ("level", "format")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-_LOG_FORMATS = ("logfmt", "json")
 
 
 def parse_config(text: str, source: str) -> Config:
     """Validate a config document; raise ConfigError listing every problem."""
     problems = Problems(source)
-    try:
-        document = load_yaml(text)
-    except yaml.YAMLError as error:
-        problems.add(yaml_error_line(error), "", f"not valid YAML: {yaml_error_text(error)}")
-        raise ConfigError(f"invalid configuration file {source}", problems.items) from None
+    expected = "a mapping of keys such as targets:, thresholds:, collectors:"
+    document = load_mapping(text, problems, expected, empty_ok=True)
     if document is None:
-        document = LineDict()
-        document.line, document.lines = 1, {}
-    if not isinstance(document, LineDict):
-        problems.add(1, "", "expected a mapping of keys such as targets:, thresholds:, collectors:")
         raise ConfigError(f"invalid configuration file {source}", problems.items)
     top = Section(document, "", problems, _TOP_KEYS)
     base_dir = Path(source).resolve().parent
@@ -270,23 +314,29 @@ def parse_config(text: str, source: str) -> Config:
     web_config_file = top.get("web_config_file", as_path(base_dir), None)
     if web_config_file is not None and not web_config_file.is_file():
         top.problem("web_config_file", f"no such file: {web_config_file}")
-    listen_host, listen_port = top.get("listen", _parse_listen, _parse_listen(DEFAULT_LISTEN))
+    listen_host, listen_port = top.get("listen", _parse_listen, _default_listen())
     log = top.section("log", _LOG_KEYS)
+
+    def nested(section: Section | None, key: str, read: Any, field_name: str) -> Any:
+        return section.get(key, read, default(Config, field_name)) if section else default(Config, field_name)
+
     config = Config(
         targets=tuple(targets),
         listen_host=listen_host,
         listen_port=listen_port,
-        scrape_timeout=top.get("scrape_timeout", as_seconds, 8.0),
-        max_series_per_metric=top.get("max_series_per_metric", as_series_cap, 2000),
+        scrape_timeout=top.get("scrape_timeout", as_seconds, default(Config, "scrape_timeout")),
+        max_series_per_metric=top.get(
+            "max_series_per_metric", as_series_cap, default(Config, "max_series_per_metric")
+        ),
         include=include,
         exclude=exclude,
         query_dirs=tuple(query_dirs),
         thresholds=_read_thresholds(top.section("thresholds", [f.name for f in fields(Thresholds)])),
         operations_file=operations_file,
-        sampler_enabled=sampler.get("enabled", as_bool, True) if sampler else True,
-        sampler_interval=sampler.get("interval", as_seconds, 1.0) if sampler else 1.0,
-        log_level=log.get("level", one_of(*_LOG_LEVELS), "info") if log else "info",
-        log_format=log.get("format", one_of(*_LOG_FORMATS), "logfmt") if log else "logfmt",
+        sampler_enabled=nested(sampler, "enabled", as_bool, "sampler_enabled"),
+        sampler_interval=nested(sampler, "interval", as_seconds, "sampler_interval"),
+        log_level=nested(log, "level", one_of(*LOG_LEVELS), "log_level"),
+        log_format=nested(log, "format", one_of(*EXPORTER_LOG_FORMATS), "log_format"),
         web_config_file=web_config_file,
         source=source,
     )
@@ -297,13 +347,7 @@ def parse_config(text: str, source: str) -> Config:
 
 def load_config(path: Path) -> Config:
     """Read and validate the config file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read configuration file {path}", [error.strerror or str(error)]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read configuration file {path}", ["not UTF-8 text"]) from None
-    return parse_config(text, str(path))
+    return parse_config(read_document(path, ConfigError, "configuration file"), str(path))
 
 
 def config_from_dsn(dsn: str, listen: str | None = None) -> Config:
@@ -311,7 +355,7 @@ def config_from_dsn(dsn: str, listen: str | None = None) -> Config:
     problems = Problems("--dsn")
     try:
         _check_dsn(dsn)
-        host, port = _parse_listen(listen or DEFAULT_LISTEN)
+        host, port = _parse_listen(listen) if listen else _default_listen()
     except ValueError as error:
         problems.add(None, "", str(error))
         raise ConfigError("invalid command line", problems.items) from None

@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from exporter.errors import CatalogError, Problems
+from exporter.labels import OTHER, PREFECT_TABLES
+from exporter.validation import Section, as_str
+from exporter.yamlload import load_mapping, read_document
 
-from exporter.errors import CatalogError
-from exporter.validation import Problems, Section, as_str
-from exporter.yamlload import LineDict, load_yaml, yaml_error_line, yaml_error_text
-
-OTHER = "other"
 _OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _WHITESPACE = re.compile(r"\s+")
 # Statements repeat endlessly (every poll sends the same text): remember the answers, within reason.
@@ -28,6 +26,9 @@ class Rule:
     pattern: re.Pattern[str] | None
     application_name: re.Pattern[str] | None
     line: int
+    # The table whose last_polled column the operation updates: its lock waits are the
+    # "several pollers collide" signal (prefect_db_last_polled_lock_wait_seconds_total).
+    last_polled_table: str | None = None
 
     def matches(self, statement: str, application_name: str) -> bool:
         """True when both the statement pattern and the application-name pattern (if any) match."""
@@ -42,7 +43,15 @@ class Classifier:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         self.operations = tuple(dict.fromkeys([*(r.operation for r in rules), OTHER]))
+        self.last_polled_tables: dict[str, str] = {
+            r.operation: r.last_polled_table for r in rules if r.last_polled_table is not None
+        }
         self._cache: dict[tuple[str, str], str] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Classifier) and self.rules == other.rules
+
+    __hash__ = None  # type: ignore[assignment]
 
     def classify(self, statement: str | None, application_name: str | None = None) -> str:
         """Return the operation of ``statement``; ``other`` when no rule matches."""
@@ -68,20 +77,24 @@ def _compile(section: Section, key: str) -> re.Pattern[str] | None:
         return None
 
 
+def _prefect_table(value: object) -> str:
+    name = as_str(value)
+    if name not in PREFECT_TABLES:
+        raise ValueError(f"{name!r} is not a Prefect table (exporter/labels.py lists them), e.g. deployment")
+    return name
+
+
 def parse_operations(text: str, source: str) -> Classifier:
     """Parse an operations file; raise CatalogError listing every problem."""
     problems = Problems(source)
-    try:
-        document = load_yaml(text)
-    except yaml.YAMLError as error:
-        problems.add(yaml_error_line(error), "", f"not valid YAML: {yaml_error_text(error)}")
-        raise CatalogError("invalid operations file", problems.items) from None
-    if not isinstance(document, LineDict):
-        problems.add(1, "", "expected a mapping with an operations: list")
+    document = load_mapping(text, problems, "a mapping with an operations: list")
+    if document is None:
         raise CatalogError("invalid operations file", problems.items)
     top = Section(document, "", problems, ("operations",))
     rules = []
-    for section in top.sections("operations", ("operation", "pattern", "application_name")):
+    for section in top.sections(
+        "operations", ("operation", "pattern", "application_name", "last_polled_table")
+    ):
         name = section.get("operation", as_str)
         if name is not None and not _OPERATION_NAME.match(name):
             section.problem(
@@ -90,8 +103,9 @@ def parse_operations(text: str, source: str) -> Classifier:
         pattern, app = _compile(section, "pattern"), _compile(section, "application_name")
         if "pattern" not in section.mapping and "application_name" not in section.mapping:
             section.problem(None, "give a pattern, an application_name, or both")
+        polled = section.get("last_polled_table", _prefect_table, None)
         if name:
-            rules.append(Rule(name, pattern, app, section.line()))
+            rules.append(Rule(name, pattern, app, section.line(), polled))
     if not rules and not problems.items:
         top.problem("operations", "list at least one operation")
     if problems.items:
@@ -101,8 +115,4 @@ def parse_operations(text: str, source: str) -> Classifier:
 
 def load_operations(path: Path) -> Classifier:
     """Read the operations file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CatalogError("cannot read the operations file", [f"{path}: {error}"]) from None
-    return parse_operations(text, str(path))
+    return parse_operations(read_document(path, CatalogError, "operations file"), str(path))
