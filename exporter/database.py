@@ -11,7 +11,7 @@ import asyncpg
 
 from exporter.config import TargetConfig, Thresholds
 from exporter.errors import ConnectError, QueryError
-from exporter.gates import FACTS_SQL, TargetFacts
+from exporter.facts import COLUMNS_SQL, REVISION_SQL, VERSION_SQL, TargetFacts
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-def classify(error: BaseException) -> str:
+def query_status(error: BaseException) -> str:
     """Return the ``status`` label for a failed query."""
     if isinstance(error, asyncio.TimeoutError | asyncpg.QueryCanceledError):
         return "timeout"
@@ -243,7 +243,7 @@ class TargetDatabase:
         except _CONNECTION_ERRORS:
             raise
         except asyncpg.PostgresError as error:
-            raise QueryError(describe(error), classify(error)) from None
+            raise QueryError(describe(error), query_status(error)) from None
 
     async def result_columns(self, sql: str, timeout: float) -> list[str]:
         """Return the column names ``sql`` would return, without running it."""
@@ -256,7 +256,7 @@ class TargetDatabase:
         except TimeoutError:
             raise QueryError(f"no answer within {timeout:g}s", "timeout") from None
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as error:
-            raise QueryError(describe(error), classify(error)) from None
+            raise QueryError(describe(error), query_status(error)) from None
 
     async def ping(self, timeout: float) -> None:
         """Check the database answers; raise ConnectError when it does not."""
@@ -270,18 +270,14 @@ class TargetDatabase:
         """Return what the target offers, re-reading it after a reconnect or every few minutes."""
         if self.facts is not None and time.monotonic() - self._facts_loaded_at < FACTS_MAX_AGE:
             return self.facts
-        version = await self.fetch(
-            "SELECT current_setting('server_version_num')::int AS num,"
-            " current_setting('server_version') AS v",
-            timeout,
-        )
-        rows = await self.fetch(FACTS_SQL, timeout)
+        version = await self.fetch(VERSION_SQL, timeout)
+        rows = await self.fetch(COLUMNS_SQL, timeout)
         columns: dict[str, set[str]] = {}
         for row in rows:
             columns.setdefault(row["table_name"], set()).add(row["column_name"])
         revision = None
         if "version_num" in columns.get("alembic_version", ()):
-            found = await self.fetch("SELECT version_num FROM alembic_version LIMIT 1", timeout)
+            found = await self.fetch(REVISION_SQL, timeout)
             revision = found[0]["version_num"] if found else None
         facts = TargetFacts(
             server_version_num=version[0]["num"],

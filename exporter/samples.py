@@ -1,0 +1,92 @@
+"""Turning result rows into series: value and label conversion, and the per-metric series cap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from exporter.catalog import CollectorSpec
+from exporter.labels import OTHER
+
+LabelValues = tuple[str, ...]
+# One metric's series: label values (in the header's label order) -> sample value.
+Series = dict[LabelValues, float]
+
+
+class InvalidResult(Exception):
+    """A query's rows cannot be turned into series (bad value type, duplicate label set)."""
+
+
+def to_float(value: Any) -> float:
+    """Turn one result value into a sample value."""
+    kind = type(value)
+    # Exact-type checks first: this runs for every sample of every collector run.
+    if kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is int or kind is Decimal:
+        return float(value)
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    raise InvalidResult(f"value {value!r} of type {type(value).__name__} is not a number")
+
+
+def label_value(value: Any) -> str:
+    """Turn one result value into a label value."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_FOLDERS: dict[str, Callable[[list[float]], float]] = {"sum": sum, "max": max, "min": min}
+
+
+def cap_series(series: Mapping[LabelValues, float], limit: int, fold: str) -> tuple[Series, int]:
+    """Keep the ``limit - 1`` largest series and fold the rest into one whose labels are all ``other``.
+
+    Returns the capped series and how many series were folded (0 when under the limit).
+    """
+    if len(series) <= limit:
+        return dict(series), 0
+    ranked = sorted(series.items(), key=lambda item: (-item[1], item[0]))
+    kept = dict(ranked[: limit - 1])
+    bucket = (OTHER,) * len(ranked[0][0])
+    rest = [value for _, value in ranked[limit - 1 :]]
+    if bucket in kept:  # a real series already has all labels "other": it joins the bucket
+        rest.append(kept.pop(bucket))
+    kept[bucket] = float(_FOLDERS[fold](rest))
+    return kept, len(rest)
+
+
+def build_series(spec: CollectorSpec, rows: Sequence[Mapping[str, Any]]) -> dict[str, Series]:
+    """Turn a snapshot collector's result rows into series, metric by metric."""
+    built: dict[str, Series] = {m.name: {} for m in spec.metrics}
+    if not rows:
+        return built
+    # Positions instead of names: this loop runs for every row of every metric on every run.
+    position = {name: index for index, name in enumerate(rows[0].keys())}
+    tuples = [tuple(row.values()) for row in rows]
+    for metric in spec.metrics:
+        assert metric.value is not None
+        series = built[metric.name]
+        value_at = position[metric.value]
+        label_at = [position[name] for name in metric.labels]
+        for row in tuples:
+            raw = row[value_at]
+            if raw is None:
+                continue
+            labels = tuple([label_value(row[index]) for index in label_at])
+            if labels in series:
+                shown = dict(zip(metric.labels, labels, strict=True))
+                raise InvalidResult(f"two rows give {metric.name} the same labels {shown}")
+            try:
+                series[labels] = to_float(raw)
+            except InvalidResult as error:
+                raise InvalidResult(f"{metric.name}: {error}") from None
+    return built
