@@ -5,38 +5,40 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from exporter.collection import TargetCollector
 from exporter.errors import ConnectError, QueryError
-from exporter.service import Exporter
+from exporter.registry import Exporter
+from exporter.status import CollectorState
+from exporter.target import Target
 
 
-async def _check_target(target: TargetCollector, timeout: float, rows: list[list[str]]) -> list[str]:
+async def _check_target(target: Target, timeout: float, rows: list[list[str]]) -> list[str]:
     problems: list[str] = []
     try:
-        await target.db.ensure_connected()
-        facts = await target.db.refresh_facts(timeout)
-        await target.gate_and_validate(timeout)
+        facts = await target.validate(timeout)
     except (ConnectError, QueryError) as error:
         return [f"target {target.name}: {error}"]
     if not facts.has_prefect_schema:
         missing = ", ".join(facts.missing_prefect_tables())
         problems.append(
-            f"target {target.name}: no Prefect schema in {target.db.config.safe_dsn} (missing or unreadable: "
-            f"{missing}); is this Prefect's database, and did deploy/exporter-role.sql grant SELECT?"
+            f"target {target.name}: no Prefect schema in {target.settings.target.safe_dsn} (missing or "
+            f"unreadable: {missing}); is this Prefect's database, and did deploy/exporter-role.sql "
+            "grant SELECT?"
         )
-    for spec in target.catalog.collectors:
-        if spec.name in target.skipped:
-            rows.append([target.name, spec.name, "-", "-", f"skipped: {target.skipped[spec.name]}"])
+    for collector in target.status().collectors:
+        if collector.state is CollectorState.SKIPPED:
+            rows.append([target.name, collector.name, "-", "-", f"skipped: {collector.reason}"])
             continue
-        if spec.name in target.broken:
-            rows.append([target.name, spec.name, "-", "-", "invalid"])
-            problems.append(f"target {target.name}: collector {spec.name}: {target.broken[spec.name]}")
+        if collector.state is CollectorState.INVALID:
+            rows.append([target.name, collector.name, "-", "-", "invalid"])
+            problems.append(f"target {target.name}: collector {collector.name}: {collector.reason}")
             continue
-        result = await target.run_once(spec)
+        result = await target.run_once(collector.name)
         outcome = "ok" if result.ok else f"{result.status}: {result.error}"
-        rows.append([target.name, spec.name, str(result.rows), f"{result.duration * 1000:.1f}", outcome])
+        rows.append([target.name, collector.name, str(result.rows), f"{result.duration * 1000:.1f}", outcome])
         if not result.ok:
-            problems.append(f"target {target.name}: collector {spec.name}: {result.status}: {result.error}")
+            problems.append(
+                f"target {target.name}: collector {collector.name}: {result.status}: {result.error}"
+            )
     return problems
 
 
@@ -58,7 +60,7 @@ async def run_check(exporter: Exporter, out: TextIO = sys.stdout, err: TextIO = 
     rows: list[list[str]] = []
     problems: list[str] = []
     try:
-        for target in exporter.targets:
+        for target in exporter.targets.values():
             problems.extend(await _check_target(target, exporter.config.scrape_timeout, rows))
     finally:
         await exporter.close()

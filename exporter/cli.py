@@ -20,7 +20,7 @@ from exporter.check import run_check
 from exporter.config import DEFAULT_DSN, Config, config_from_dsn, load_config
 from exporter.errors import ExporterError
 from exporter.logs import setup_logging
-from exporter.service import Exporter
+from exporter.registry import Exporter
 from exporter.web import make_app
 from exporter.webconfig import load_web_config
 
@@ -118,7 +118,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
         await runner.cleanup()
         address = f"{config.listen_host}:{config.listen_port}"
         raise ExporterError(f"cannot listen on {address}: {error.strerror}") from None
-    targets = ", ".join(f"{t.name}={t.db.config.safe_dsn}" for t in exporter.targets)
+    targets = ", ".join(f"{t.name}={t.dsn}" for t in exporter.status().targets)
     log.info(
         "listening",
         extra={

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from exporter.operations import Classifier
+from exporter.status import ServerLogStatus
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,12 @@ class _Parser(Protocol):
     def feed(self, text: str) -> Iterator[Deadlock]: ...
 
 
+# One parser per format of config.SERVER_LOG_FORMATS (a unit test holds them together).
 _PARSERS: dict[str, Callable[[], _Parser]] = {
     "stderr": _StderrParser,
     "csvlog": _CsvParser,
     "jsonlog": _JsonParser,
 }
-LOG_FORMATS = tuple(_PARSERS)
 
 
 class DeadlockLog:
@@ -175,6 +176,17 @@ class DeadlockLog:
         """Carry the counters of the follower this one replaces (on reload) over to this one."""
         self.by_operation.update(old.by_operation)
         self.deadlocks += old.deadlocks
+
+    def status(self) -> ServerLogStatus:
+        """Return what the follower reads and has counted."""
+        return ServerLogStatus(
+            pattern=self.pattern,
+            format=self.format,
+            following=self.following,
+            last_error=self.last_error,
+            deadlocks=self.deadlocks,
+            by_operation=dict(self.by_operation),
+        )
 
     def _newest(self) -> str | None:
         matches = glob.glob(self.pattern)

@@ -21,29 +21,11 @@ import asyncpg
 
 from exporter.database import TargetDatabase, describe
 from exporter.errors import ConnectError
+from exporter.labels import OTHER, relation_label
 from exporter.operations import Classifier
+from exporter.status import SamplerStatus
 
 log = logging.getLogger(__name__)
-
-# Prefect's tables, for the bounded `relation` label; anything else is `other`.
-PREFECT_TABLES = frozenset(
-    {
-        "alembic_version", "artifact", "artifact_collection", "automation", "automation_bucket",
-        "automation_event_follower", "automation_related_resource", "block_document",
-        "block_document_reference", "block_schema", "block_schema_reference", "block_type",
-        "composite_trigger_child_firing", "concurrency_limit", "concurrency_limit_v2", "configuration",
-        "csrf_token", "deployment", "deployment_schedule", "deployment_version", "event_resources",
-        "events", "flow", "flow_run", "flow_run_input", "flow_run_state", "log", "saved_search",
-        "task_run", "task_run_state", "task_run_state_cache", "variable", "work_pool", "work_queue",
-        "worker",
-    }
-)  # fmt: skip
-OTHER_RELATION = "other"
-# Operations whose lock waits are the last_polled-collision signal, and the table each one updates.
-LAST_POLLED_OPERATIONS = {
-    "deployment_last_polled_update": "deployment",
-    "work_queue_last_polled_update": "work_queue",
-}
 
 SAMPLE_SQL = """
 SELECT a.pid,
@@ -70,8 +52,8 @@ WHERE a.datname = current_database()
 
 
 @dataclass(frozen=True)
-class SessionSample:
-    """One non-idle session seen in one sample."""
+class ActiveSession:
+    """One non-idle session seen in one tick."""
 
     pid: int
     state: str
@@ -82,7 +64,7 @@ class SessionSample:
     relation: str | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> SessionSample:
+    def from_row(cls, row: Mapping[str, Any]) -> ActiveSession:
         """Build a sample from one row of SAMPLE_SQL."""
         return cls(
             pid=row["pid"],
@@ -102,22 +84,25 @@ class SamplerCounts:
         self.classifier = classifier
         self.sessions: Counter[tuple[str, str, str]] = Counter()
         self.lock_waits: Counter[tuple[str, str, str]] = Counter()
-        self.last_polled_wait_seconds: dict[str, float] = dict.fromkeys(LAST_POLLED_OPERATIONS.values(), 0.0)
-        self.samples = 0
+        self.last_polled_wait_seconds: dict[str, float] = dict.fromkeys(
+            classifier.last_polled_tables.values(), 0.0
+        )
+        # Samples of pg_stat_activity taken (prefect_db_sampler_samples_total).
+        self.ticks = 0
 
-    def add(self, sessions: Sequence[SessionSample], weight: float) -> None:
-        """Count one sample; ``weight`` is the time in seconds that the sample stands for."""
-        self.samples += 1
+    def add(self, sessions: Sequence[ActiveSession], weight: float) -> None:
+        """Count one tick; ``weight`` is the time in seconds that the tick stands for."""
+        self.ticks += 1
         operation = {s.pid: self.classifier.classify(s.query, s.application_name) for s in sessions}
         for session in sessions:
             op = operation[session.pid]
             self.sessions[(op, session.state, session.wait_event_type)] += 1
             if not session.blockers:
                 continue
-            relation = session.relation if session.relation in PREFECT_TABLES else OTHER_RELATION
-            for blocker_op in sorted({operation.get(pid, "other") for pid in session.blockers}):
+            relation = relation_label(session.relation)
+            for blocker_op in sorted({operation.get(pid, OTHER) for pid in session.blockers}):
                 self.lock_waits[(op, blocker_op, relation)] += 1
-            polled = LAST_POLLED_OPERATIONS.get(op)
+            polled = self.classifier.last_polled_tables.get(op)
             if polled is not None:
                 self.last_polled_wait_seconds[polled] += weight
 
@@ -147,6 +132,21 @@ class Sampler:
         self.counts = old.counts
         self.counts.classifier = classifier
         self.errors, self.overruns = old.errors, old.overruns
+
+    def status(self) -> SamplerStatus:
+        """Return the sampler's health and a copy of its counters."""
+        counts = self.counts
+        return SamplerStatus(
+            ticks=counts.ticks,
+            errors=self.errors,
+            overruns=self.overruns,
+            last_duration=self.last_duration,
+            interval=self.current_interval,
+            last_error=self.last_error,
+            sessions=dict(counts.sessions),
+            lock_waits=dict(counts.lock_waits),
+            last_polled_wait_seconds=dict(counts.last_polled_wait_seconds),
+        )
 
     def start(self) -> None:
         """Start sampling in the background."""
@@ -203,9 +203,9 @@ class Sampler:
         elif duration < self.current_interval / 20:
             self.current_interval = max(self.interval, self.current_interval / 2)
 
-    async def sample_once(self) -> list[SessionSample]:
+    async def sample_once(self) -> list[ActiveSession]:
         """Take one sample of the target's sessions."""
         if self._conn is None or self._conn.is_closed():
             self._conn = await self.db.connect_single()
         rows = await self._conn.fetch(SAMPLE_SQL, timeout=max(1.0, self.interval))
-        return [SessionSample.from_row(row) for row in rows]
+        return [ActiveSession.from_row(row) for row in rows]

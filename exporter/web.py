@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from exporter import __version__
-from exporter.collection import TargetCollector
-from exporter.service import Exporter
+from exporter.registry import Exporter
+from exporter.status import CollectorState, CollectorStatus, TargetStatus
 from exporter.webconfig import BasicAuth, WebConfig
 
 # Re-reads the configuration and applies it; returns None on success, else what was wrong.
@@ -44,7 +43,7 @@ async def metrics(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
     target = request.query.get("target")
     if target is not None and exporter.target(target) is None:
-        known = ", ".join(t.name for t in exporter.targets)
+        known = ", ".join(exporter.targets)
         raise web.HTTPBadRequest(text=f"unknown target {target[:100]!r}; known targets: {known}\n")
     body = await exporter.scrape(scrape_timeout(request, exporter.config.scrape_timeout), target)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -62,52 +61,48 @@ async def readyz(request: web.Request) -> web.Response:
         await exporter.refresh(timeout=2.0)
     if exporter.ready:
         return web.Response(text="ready\n")
-    reasons = "\n".join(f"{t.name}: {t.db.last_error or 'not reachable yet'}" for t in exporter.targets)
+    reasons = "\n".join(f"{t.name}: {t.last_error or 'not reachable yet'}" for t in exporter.status().targets)
     return web.Response(status=503, text=f"no target is reachable\n{reasons}\n")
 
 
-def _background_status(exporter: Exporter, name: str) -> str:
-    sampler = exporter.samplers.get(name)
+def _background_section(target: TargetStatus) -> str:
+    sampler, server_log = target.sampler, target.server_log
     if sampler is None:
         sampling = "sampler off"
     else:
         sampling = (
-            f"sampler: {sampler.counts.samples} samples every {sampler.current_interval:g}s, "
+            f"sampler: {sampler.ticks} samples every {sampler.interval:g}s, "
             f"last took {sampler.last_duration * 1000:.1f} ms"
             + (f", last error: {sampler.last_error}" if sampler.last_error else "")
         )
-    follower = exporter.deadlock_logs.get(name)
-    if follower is None:
+    if server_log is None:
         reading = "no server_log configured: deadlocks are counted but not attributed to operations"
-    elif follower.last_error:
-        reading = f"server log: {follower.last_error}"
+    elif server_log.last_error:
+        reading = f"server log: {server_log.last_error}"
     else:
         reading = (
-            f"server log: following {follower.following} ({follower.format}), {follower.deadlocks} deadlocks"
+            f"server log: following {server_log.following} ({server_log.format}), "
+            f"{server_log.deadlocks} deadlocks"
         )
     return f"<p>{html.escape(sampling)}<br>{html.escape(reading)}</p>"
 
 
-def _target_section(target: TargetCollector) -> str:
-    facts = target.db.facts
-    rows = []
-    results = target.fresh_results()
-    for spec in target.catalog.collectors:
-        result = results.get(spec.name) or target.results.get(spec.name)
-        if spec.name in target.broken:
-            state, detail = "invalid", target.broken[spec.name]
-        elif spec.name in target.skipped:
-            state, detail = "skipped", target.skipped[spec.name]
-        elif result is None:
-            state, detail = "not run yet", ""
-        else:
-            state, detail = result.status, result.error or f"{result.rows} rows"
-        took = f"{result.duration * 1000:.1f} ms" if result else ""
-        rows.append(
-            f"<tr><td>{html.escape(spec.name)}</td><td>{html.escape(state)}</td><td>{took}</td>"
-            f"<td>{html.escape(detail)}</td><td>{html.escape(spec.description)}</td></tr>"
-        )
-    status = "up" if target.up else f"down: {target.db.last_error or 'not reached yet'}"
+def _collector_row(collector: CollectorStatus) -> str:
+    latest = collector.latest
+    if collector.state in (CollectorState.OK, CollectorState.FAILED) and latest is not None:
+        state, detail = latest.status, latest.error or f"{latest.rows} rows"
+    else:
+        state, detail = collector.state.value, collector.reason or ""
+    took = f"{latest.duration * 1000:.1f} ms" if latest else ""
+    return (
+        f"<tr><td>{html.escape(collector.name)}</td><td>{html.escape(state)}</td><td>{took}</td>"
+        f"<td>{html.escape(detail)}</td><td>{html.escape(collector.description)}</td></tr>"
+    )
+
+
+def _target_section(target: TargetStatus) -> str:
+    facts = target.facts
+    status = "up" if target.up else f"down: {target.last_error or 'not reached yet'}"
     version = f"PostgreSQL {facts.server_version}" if facts else ""
     schema = ""
     if facts is not None:
@@ -118,25 +113,26 @@ def _target_section(target: TargetCollector) -> str:
         )
     return (
         f"<h2>{html.escape(target.name)}</h2>"
-        f"<p>{html.escape(target.db.config.safe_dsn)} — {html.escape(status)}"
+        f"<p>{html.escape(target.dsn)} — {html.escape(status)}"
         f"<br>{html.escape(version)} {html.escape(schema)}</p>"
         "<table><tr><th>collector</th><th>status</th><th>took</th><th>detail</th><th>what</th></tr>"
-        + "".join(rows)
+        + "".join(_collector_row(c) for c in target.collectors)
         + "</table>"
+        + _background_section(target)
     )
 
 
 async def index(request: web.Request) -> web.Response:
     """List targets and the health of every collector."""
-    exporter = request.app[EXPORTER_KEY]
-    uptime = time.time() - exporter.started
+    status = request.app[EXPORTER_KEY].status()
+    uptime = time.time() - status.started
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>prefect-db-exporter</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left;vertical-align:top}</style>"
-        f"</head><body><h1>prefect-db-exporter {html.escape(__version__)}</h1>"
+        f"</head><body><h1>prefect-db-exporter {html.escape(status.version)}</h1>"
         f"<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · "
-        f"<a href='/readyz'>/readyz</a> — up {uptime:.0f}s, config: {html.escape(exporter.config.source)}</p>"
-        + "".join(_target_section(t) + _background_status(exporter, t.name) for t in exporter.targets)
+        f"<a href='/readyz'>/readyz</a> — up {uptime:.0f}s, config: {html.escape(status.config_source)}</p>"
+        + "".join(_target_section(t) for t in status.targets)
         + "</body></html>"
     )
     return web.Response(text=body, content_type="text/html")
