@@ -2,7 +2,8 @@
 
 ``python -m bench.render_probe [--db bench_1_0]`` runs every collector once through the real exporter,
 then times ``prometheus_client.generate_latest`` over the catalog's metric families (the reference,
-``exporter.exposition.data_metrics``) against the exporter's way: writing each result's sample lines
+``devtools.reference_exposition``, fed with the samples read back from the exporter's text) against
+the exporter's way: writing each result's sample lines
 (``exporter.textformat.SampleWriter``, once per result as it arrives: with new writers, as after a
 start, and with writers that kept the label text of the previous run) and joining them at scrape time
 (``exporter.exposition.data_text``). It checks that both produce the same bytes.
@@ -16,14 +17,13 @@ import statistics
 import time
 from collections.abc import Callable
 
-from prometheus_client import generate_latest
-
 from bench.cluster import ensure_cluster, progress
 from bench.run import write_config
 from devtools.pgcluster import free_port
+from devtools.reference_exposition import catalog_series, reference_text
 from exporter.config import load_config
-from exporter.exposition import _Families, data_metrics, data_text
-from exporter.service import Exporter
+from exporter.exposition import data_text
+from exporter.registry import Exporter
 from exporter.textformat import SampleWriter
 
 
@@ -43,29 +43,27 @@ async def probe(dbname: str, rounds: int) -> None:
     config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
     exporter = Exporter.from_config(config)
     try:
-        await exporter.scrape()
-        catalog, targets = exporter.catalog, exporter.targets
-        reference_ms, reference = timed(
-            lambda: generate_latest(_Families(data_metrics(catalog, targets))).decode(), rounds
-        )
+        text = (await exporter.scrape()).decode()
+        catalog, status = exporter.catalog, exporter.status()
+        names = [t.name for t in status.targets]
+        series = catalog_series(catalog, text)
+        reference_ms, reference = timed(lambda: reference_text(catalog, series, names), rounds)
 
         metrics = [metric for spec in catalog.collectors for metric in spec.metrics]
-        kept = {(t.name, m.name): SampleWriter(m, t.name) for t in targets for m in metrics}
+        kept = {(t, m.name): SampleWriter(m, t) for t in names for m in metrics}
 
         def write_lines(new_writers: bool) -> str:
             return "".join(
-                (
-                    SampleWriter(metric, target.name) if new_writers else kept[(target.name, metric.name)]
-                ).write(result.samples.get(metric.name, {}))
-                for target in targets
-                for spec in catalog.collectors
-                if (result := target.results.get(spec.name)) is not None
-                for metric in spec.metrics
+                (SampleWriter(metric, target) if new_writers else kept[(target, metric.name)]).write(
+                    series.get((target, metric.name), {})
+                )
+                for target in names
+                for metric in metrics
             )
 
         new_ms, _ = timed(lambda: write_lines(True), rounds)
         kept_ms, _ = timed(lambda: write_lines(False), rounds)
-        join_ms, joined = timed(lambda: data_text(catalog, targets), rounds)
+        join_ms, joined = timed(lambda: data_text(catalog, status), rounds)
         samples = sum(1 for line in reference.splitlines() if not line.startswith("#"))
         print(f"{samples} samples, {len(reference)} bytes; identical output: {reference == joined}")
         print(f"families + generate_latest:                  median {reference_ms:6.2f} ms")

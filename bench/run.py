@@ -55,8 +55,8 @@ from exporter.database import TargetDatabase
 from exporter.exposition import render
 from exporter.gates import unmet_requirement
 from exporter.operations import load_operations
-from exporter.sampler import SAMPLE_SQL, Sampler, SessionSample
-from exporter.service import Exporter
+from exporter.registry import Exporter
+from exporter.sampler import SAMPLE_SQL, ActiveSession, Sampler
 from exporter.web import make_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -518,8 +518,8 @@ async def bench_scrapes(
                 for round_number in range(warmup + scrapes):
                     for name, (url, exporter) in plan.items():
                         if exporter is not None:
-                            for target in exporter.targets:
-                                target.results.clear()  # TTL 0: every collector runs on every scrape
+                            for target in exporter.targets.values():
+                                target.runs.forget_results()  # every collector runs on every scrape
                         elapsed, body = await timed_get(session, url)
                         failures[name].update(failed_collectors(body))
                         if round_number >= warmup:
@@ -549,12 +549,12 @@ async def scrape_breakdown(exporter: Exporter, rounds: int) -> dict[str, Any]:
     refresh_ms: list[float] = []
     render_ms: list[float] = []
     for _ in range(rounds):
-        for target in exporter.targets:
-            target.results.clear()
+        for target in exporter.targets.values():
+            target.runs.forget_results()
         started = time.perf_counter()
         await exporter.refresh(exporter.config.scrape_timeout)
         refreshed = time.perf_counter()
-        render(exporter.catalog, exporter.targets, exporter.samplers, exporter.deadlock_logs)
+        render(exporter.catalog, exporter.status())
         rendered = time.perf_counter()
         refresh_ms.append((refreshed - started) * 1000)
         render_ms.append((rendered - refreshed) * 1000)
@@ -573,7 +573,7 @@ class CountingSampler(Sampler):
 
     samples_taken = 0
 
-    async def sample_once(self) -> list[SessionSample]:
+    async def sample_once(self) -> list[ActiveSession]:
         """Take one sample and count it."""
         sessions = await super().sample_once()
         self.samples_taken += 1

@@ -16,15 +16,15 @@ import asyncpg
 from aiohttp import ClientSession, web
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster
 from devtools.prefect_env import ensure_prefect, migrate
 from devtools.seed import seed_trouble
 from exporter.config import Config, TargetConfig
 from exporter.logs import setup_logging
-from exporter.service import Exporter
+from exporter.registry import Exporter
 from exporter.web import make_app
 
-ROLE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "exporter-role.sql"
 PASSWORD_ENV = "PREFECT_DB_EXPORTER_DEMO_PASSWORD"
 DEMO_VERSION = "3.9.1"
 
@@ -105,16 +105,18 @@ async def serve(exporter: Exporter, once: bool) -> int:
 
 async def collector_timings(exporter: Exporter, runs: int) -> None:
     """Run every collector ``runs`` times and print its median and worst latency."""
-    target = exporter.targets[0]
+    (target,) = exporter.targets.values()
     await target.refresh(exporter.config.scrape_timeout)
     print(f"\n{'collector':<24}{'rows':>6}{'median ms':>12}{'max ms':>10}")
-    for spec in target.runnable():
+    for collector in target.status().collectors:
+        if not collector.enabled:
+            continue
         durations, rows = [], 0
         for _ in range(runs):
-            result = await target.run_once(spec)
+            result = await target.run_once(collector.name)
             durations.append(result.duration * 1000)
             rows = result.rows
-        print(f"{spec.name:<24}{rows:>6}{statistics.median(durations):>12.2f}{max(durations):>10.2f}")
+        print(f"{collector.name:<24}{rows:>6}{statistics.median(durations):>12.2f}{max(durations):>10.2f}")
     await exporter.close()
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from devtools import table_lists
 from exporter.catalog import Catalog, load_catalog
 from exporter.config import DEFAULT_QUERY_DIR
-from exporter.exposition import BUILTIN_METRICS, SAMPLER_METRICS
+from exporter.selfmetrics import group
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -46,7 +47,7 @@ def render(catalog: Catalog) -> str:
         "| metric | type | labels | meaning |",
         "|---|---|---|---|",
     ]
-    lines += [f"| `{m.name}` | {m.type} | {_labels(m.labels)} | {m.help} |" for m in BUILTIN_METRICS]
+    lines += [f"| `{m.name}` | {m.type} | {_labels(m.labels)} | {m.help} |" for m in group("health")]
     lines += [
         "",
         "## Sampler and server log",
@@ -57,7 +58,7 @@ def render(catalog: Catalog) -> str:
         "| metric | type | labels | meaning |",
         "|---|---|---|---|",
     ]
-    lines += [f"| `{m.name}` | {m.type} | {_labels(m.labels)} | {m.help} |" for m in SAMPLER_METRICS]
+    lines += [f"| `{m.name}` | {m.type} | {_labels(m.labels)} | {m.help} |" for m in group("sampler")]
     for spec in catalog.collectors:
         lines += [
             "",
@@ -88,7 +89,7 @@ def main() -> int:
         return 0
     DOC_PATH.write_text(text, encoding="utf-8")
     print(f"wrote {DOC_PATH}")
-    return 0
+    return table_lists.main()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from devtools.paths import ROLE_SCRIPT  # noqa: E402
 from devtools.pgcluster import (  # noqa: E402
     PgCluster,
     TestDatabase,
@@ -29,7 +30,6 @@ from devtools.prefect_env import PREFECT_VERSIONS, ensure_template  # noqa: E402
 
 __all__ = ["PREFECT_VERSIONS", "TestDatabase", "admin_connect", "exporter_connect"]
 
-ROLE_SCRIPT = REPO_ROOT / "deploy" / "exporter-role.sql"
 EXPORTER_ROLE = "prefect_exporter"
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import ClientSession
@@ -15,10 +16,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.pgcluster import TestDatabase
-from exporter.catalog import load_catalog
+from exporter.catalog import Catalog
 from exporter.config import DEFAULT_QUERY_DIR, Config, TargetConfig, Thresholds
-from exporter.operations import load_operations
-from exporter.service import Exporter
+from exporter.registry import Exporter, load_definitions
 from exporter.web import make_app
 
 PASSWORD_ENV = "PPE_TEST_EXPORTER_PASSWORD"
@@ -48,16 +48,30 @@ def exporter_for(
     thresholds: Thresholds | None = None,
     include: frozenset[str] = frozenset(),
     scrape_timeout: float = 8.0,
+    ttl: float | None = None,
+    extra_dir: Path | None = None,
+    sampler_interval: float | None = None,
+    max_series: int | None = None,
 ) -> Exporter:
-    """An Exporter over the built-in catalog for ``targets``."""
+    """The one way tests build an Exporter: the built-in catalog (plus ``extra_dir``) for ``targets``.
+
+    ``ttl`` replaces every collector's cache TTL (so that each scrape runs the queries again).
+    """
     config = Config(
         targets=targets,
         thresholds=thresholds or Thresholds(),
         include=include,
         scrape_timeout=scrape_timeout,
+        query_dirs=(DEFAULT_QUERY_DIR, extra_dir) if extra_dir else (DEFAULT_QUERY_DIR,),
     )
-    catalog = load_catalog([DEFAULT_QUERY_DIR]).select(include, ())
-    return Exporter(config, catalog, load_operations(config.operations_file))
+    if sampler_interval is not None:
+        config = replace(config, sampler_interval=sampler_interval)
+    if max_series is not None:
+        config = replace(config, max_series_per_metric=max_series)
+    catalog, classifier, releases = load_definitions(config)
+    if ttl is not None:
+        catalog = Catalog(tuple(replace(spec, ttl=ttl) for spec in catalog.collectors))
+    return Exporter(config, catalog, classifier, releases)
 
 
 def parse(text: str) -> Series:

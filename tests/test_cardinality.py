@@ -1,4 +1,7 @@
-"""Cardinality is capped: the excess series fold into one `other` series, and the fold is reported."""
+"""Cardinality is capped on a real database: the excess folds into one `other` series, and is reported.
+
+The capping itself is unit-tested in tests/unit/test_samples.py.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +10,6 @@ from helpers import exporter_for, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
-from exporter.collection import cap_series
-
-
-def test_under_the_cap_nothing_changes() -> None:
-    series = {("a",): 1.0, ("b",): 2.0}
-    assert cap_series(series, 2, "sum") == (series, 0)
-
-
-def test_the_largest_are_kept_and_the_rest_folded() -> None:
-    series = {(f"q{i}", "p"): float(i) for i in range(10)}
-    kept, folded = cap_series(series, 4, "sum")
-    assert folded == 7
-    assert kept == {("q9", "p"): 9.0, ("q8", "p"): 8.0, ("q7", "p"): 7.0, ("other", "other"): 21.0}
-    kept, _ = cap_series(series, 4, "max")
-    assert kept[("other", "other")] == 6.0
-
-
-def test_a_real_other_series_joins_the_bucket() -> None:
-    kept, folded = cap_series({("other",): 5.0, ("a",): 1.0, ("b",): 2.0}, 2, "sum")
-    assert (kept, folded) == ({("other",): 8.0}, 3)
 
 
 async def test_many_work_queues_are_capped(prefect_db: TestDatabase) -> None:
@@ -40,8 +23,7 @@ async def test_many_work_queues_are_capped(prefect_db: TestDatabase) -> None:
         )
     finally:
         await conn.close()
-    exporter = exporter_for(target_for(prefect_db), include=frozenset({"work_queues"}))
-    exporter.targets[0].max_series = 25
+    exporter = exporter_for(target_for(prefect_db), include=frozenset({"work_queues"}), max_series=25)
     try:
         series = await scrape(exporter)
     finally:

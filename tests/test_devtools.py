@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import (
     PgCluster,
     PgClusterError,
@@ -16,8 +17,8 @@ from devtools.pgcluster import (
     admin_connect,
     exporter_connect,
 )
-
-ROLE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "exporter-role.sql"
+from exporter.config import DEFAULT_RELEASES_FILE
+from exporter.releases import load_releases
 
 EXPECTED_ALEMBIC_HEADS = {"3.1.15": "5d03c01be85e", "3.9.1": "91e2b8f3d6a4"}
 PREFECT_TABLES = ("flow_run", "deployment", "work_queue", "worker", "events")
@@ -72,6 +73,11 @@ async def test_template_has_prefect_schema(prefect_db: TestDatabase) -> None:
     try:
         head = await conn.fetchval("SELECT version_num FROM alembic_version")
         assert head == EXPECTED_ALEMBIC_HEADS[prefect_db.prefect_version]
+        # queries/prefect_releases.yaml knows the head, and whether that release's polls deadlock.
+        release = load_releases(DEFAULT_RELEASES_FILE).describe(head)
+        assert release is not None and release.first_release != "unknown"
+        fixed = tuple(map(int, prefect_db.prefect_version.split("."))) >= (3, 7, 0)
+        assert release.poll_deadlocks == ("false" if fixed else "true")
         for table in PREFECT_TABLES:
             assert await conn.fetchval("SELECT to_regclass($1)", f"public.{table}"), table
     finally:

@@ -54,7 +54,7 @@ from devtools.pgcluster import PgCluster, TestDatabase, free_port
 from devtools.prefect_env import ensure_prefect, migrate
 from devtools.promstack import Alertmanager, Delivery, Prometheus, WebhookReceiver
 from exporter.config import Config, Thresholds, parse_config
-from exporter.service import Exporter
+from exporter.registry import Exporter
 
 pytestmark = pytest.mark.e2e
 

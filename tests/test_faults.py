@@ -26,16 +26,14 @@ import pytest
 from helpers import Series, exporter_for, parse, serving, split_password, target_for, value
 from tcp_proxy import TcpProxy
 
+from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster, TestDatabase, free_port
 from devtools.prefect_env import PREFECT_VERSIONS
-from exporter.catalog import load_catalog
-from exporter.config import DEFAULT_QUERY_DIR, Config, TargetConfig
+from exporter.config import TargetConfig
 from exporter.database import APPLICATION_NAME
-from exporter.operations import load_operations
-from exporter.service import Exporter
+from exporter.registry import Exporter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ROLE_SCRIPT = REPO_ROOT / "deploy" / "exporter-role.sql"
 NEWEST = PREFECT_VERSIONS[-1]
 # Collectors that read PostgreSQL's own views only: they must keep working while Prefect's tables are locked.
 LOCK_DIAGNOSING = ("connections", "sessions", "locks", "lock_waits", "last_polled_blocking", "database_stats")
@@ -127,10 +125,7 @@ def exporter_with(
     scrape_timeout: float = 8.0,
 ) -> Exporter:
     """An Exporter over the built-in catalog plus the collectors in ``extra_dir``."""
-    dirs = (DEFAULT_QUERY_DIR, extra_dir) if extra_dir else (DEFAULT_QUERY_DIR,)
-    config = Config(targets=targets, query_dirs=dirs, include=include, scrape_timeout=scrape_timeout)
-    catalog = load_catalog(list(dirs)).select(include, ())
-    return Exporter(config, catalog, load_operations(config.operations_file))
+    return exporter_for(*targets, extra_dir=extra_dir, include=include, scrape_timeout=scrape_timeout)
 
 
 SLOW_COLLECTOR = """\
@@ -320,7 +315,8 @@ async def test_stalled_network_path(prefect_db: TestDatabase, caplog: pytest.Log
                     stalled.append(await timed_scrape(http, base, limit=scrape_timeout + 10))
                     server_side.append(len(await exporter_sessions(admin, prefect_db.name)))
                 stall_seconds = time.monotonic() - stalled_at
-                sampler = exporter.samplers[target.name]
+                sampler = exporter.status(target.name).targets[0].sampler
+                assert sampler is not None
                 sampler_errors, sampler_error = sampler.errors, sampler.last_error
                 attempts = proxy.connections_total - attempts_before
                 proxy.resume()

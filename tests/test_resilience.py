@@ -11,10 +11,9 @@ import asyncpg
 import pytest
 from helpers import exporter_for, parse, serving, target_for, value
 
+from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster, TestDatabase
 from exporter.database import APPLICATION_NAME
-
-ROLE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "exporter-role.sql"
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,9 +13,7 @@ from helpers import Series, exporter_for, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import PgCluster, TestDatabase
-from exporter.config import DEFAULT_OPERATIONS_FILE
-from exporter.operations import load_operations
-from exporter.service import Exporter
+from exporter.registry import Exporter
 
 # The statements a worker poll sends, exactly as captured from real servers (one polled queue).
 POLL_WORK_QUEUE = (
@@ -44,9 +41,8 @@ OPERATION = "deployment_last_polled_update"
 
 def sampling_exporter(db: TestDatabase, server_log: str | None = None, interval: float = 0.25) -> Exporter:
     """An exporter whose sampler runs every ``interval`` seconds (and follows ``server_log``)."""
-    exporter = exporter_for(target_for(db, server_log=server_log), include=frozenset({"database_stats"}))
-    config = replace(exporter.config, sampler_interval=interval)
-    return Exporter(config, exporter.catalog, load_operations(DEFAULT_OPERATIONS_FILE))
+    target = target_for(db, server_log=server_log)
+    return exporter_for(target, include=frozenset({"database_stats"}), sampler_interval=interval)
 
 
 async def one_queue_with_deployments(db: TestDatabase, count: int) -> uuid.UUID:

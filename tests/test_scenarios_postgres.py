@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,11 +16,8 @@ from helpers import Series, eventually, exporter_for, samples, scrape, target_fo
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
-from exporter.catalog import Catalog, load_catalog
-from exporter.config import DEFAULT_QUERY_DIR, Config
 from exporter.database import APPLICATION_NAME
-from exporter.operations import load_operations
-from exporter.service import Exporter
+from exporter.registry import Exporter
 
 T = TypeVar("T")
 
@@ -107,11 +103,7 @@ async def scrape_once(db: TestDatabase, *collectors: str) -> Series:
 
 def short_ttl_exporter(db: TestDatabase, *collectors: str, ttl: float = 0.1, pool_size: int = 2) -> Exporter:
     """An exporter whose collectors (all when none named) cache results for ``ttl`` seconds only."""
-    include = frozenset(collectors)
-    catalog = load_catalog([DEFAULT_QUERY_DIR]).select(include, ())
-    catalog = Catalog(tuple(replace(spec, ttl=ttl) for spec in catalog.collectors))
-    config = Config(targets=(target_for(db, pool_size=pool_size),), include=include)
-    return Exporter(config, catalog, load_operations(config.operations_file))
+    return exporter_for(target_for(db, pool_size=pool_size), include=frozenset(collectors), ttl=ttl)
 
 
 async def wait_until_lock_waiting(observer: asyncpg.Connection, pid: int) -> None:

@@ -6,17 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import asyncpg
 from helpers import Series, exporter_for, samples, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
-from exporter.catalog import Catalog, load_catalog
-from exporter.config import DEFAULT_QUERY_DIR, Config, Thresholds
-from exporter.operations import load_operations
-from exporter.service import Exporter
+from exporter.config import Thresholds
+from exporter.registry import Exporter
 
 # Seconds of slack for ages: rows are aged relative to clock_timestamp() at insert, scraped a little later.
 SLACK = 5.0
@@ -46,11 +43,7 @@ async def scrape_once(db: TestDatabase, *collectors: str, thresholds: Thresholds
 
 def short_ttl_exporter(db: TestDatabase, *collectors: str, ttl: float = 0.1) -> Exporter:
     """An exporter whose collectors cache results for ``ttl`` seconds only."""
-    include = frozenset(collectors)
-    catalog = load_catalog([DEFAULT_QUERY_DIR]).select(include, ())
-    catalog = Catalog(tuple(replace(spec, ttl=ttl) for spec in catalog.collectors))
-    config = Config(targets=(target_for(db),), include=include)
-    return Exporter(config, catalog, load_operations(config.operations_file))
+    return exporter_for(target_for(db), include=frozenset(collectors), ttl=ttl)
 
 
 def about(actual: float | None, expected: float, slack: float = SLACK) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.paths import REPO_ROOT
 from exporter.cli import _parser, build_config
 from exporter.config import DEFAULT_DSN, Thresholds, parse_config, redact_dsn
 from exporter.errors import ConfigError
@@ -112,7 +113,7 @@ def test_command_line_dsn_and_config_file(tmp_path: Path) -> None:
 
 
 def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[1] / "deploy" / "exporter.example.yaml"
+    example = REPO_ROOT / "deploy" / "exporter.example.yaml"
     secret = tmp_path / "secret"
     secret.write_text("x")
     text = example.read_text().replace("/run/secrets/prefect_exporter_password", str(secret))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from devtools.paths import REPO_ROOT
 from exporter.config import DEFAULT_OPERATIONS_FILE
 from exporter.errors import CatalogError
 from exporter.operations import load_operations, parse_operations
 
-DATA = Path(__file__).resolve().parent / "data" / "prefect_statements"
+DATA = REPO_ROOT / "tests" / "data" / "prefect_statements"
 VERSIONS = ("3.1.15", "3.9.1")
 # pg_stat_activity shows only the first track_activity_query_size bytes (default 1024) of a statement.
 ACTIVITY_QUERY_BYTES = 1023

@@ -1,0 +1,70 @@
+"""Rows become series: values and labels are converted, bad rows are errors, and the series cap folds."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.catalog import CollectorSpec, MetricSpec, Requires
+from exporter.samples import InvalidResult, build_series, cap_series
+
+
+def spec(*metrics: MetricSpec) -> CollectorSpec:
+    return CollectorSpec("demo", Path("demo.sql"), "demo", "SELECT 1", 15.0, 5.0, Requires(), metrics)
+
+
+def metric(
+    name: str = "prefect_db_demo", value: str = "v", labels: tuple[str, ...] = ("pool",)
+) -> MetricSpec:
+    return MetricSpec(name, "gauge", "A demo.", value, labels, line=3)
+
+
+def test_rows_become_one_series_per_label_set_and_null_values_are_skipped() -> None:
+    rows = [
+        {"pool": "a", "v": 1, "w": None},
+        {"pool": "b", "v": Decimal("2.5"), "w": True},
+        {"pool": None, "v": None, "w": 3.0},
+    ]
+    built = build_series(spec(metric(), metric("prefect_db_other", "w")), rows)
+    assert built == {
+        "prefect_db_demo": {("a",): 1.0, ("b",): 2.5},
+        "prefect_db_other": {("b",): 1.0, ("",): 3.0},
+    }
+
+
+def test_no_rows_give_empty_series_for_every_metric() -> None:
+    assert build_series(spec(metric(), metric("prefect_db_other")), []) == {
+        "prefect_db_demo": {},
+        "prefect_db_other": {},
+    }
+
+
+def test_two_rows_with_the_same_labels_are_an_error_naming_the_metric_and_labels() -> None:
+    with pytest.raises(InvalidResult, match=r"prefect_db_demo the same labels \{'pool': 'a'\}"):
+        build_series(spec(metric()), [{"pool": "a", "v": 1}, {"pool": "a", "v": 2}])
+
+
+def test_a_value_that_is_not_a_number_is_an_error_naming_the_metric() -> None:
+    with pytest.raises(InvalidResult, match=r"prefect_db_demo: value 'x' of type str is not a number"):
+        build_series(spec(metric()), [{"pool": "a", "v": "x"}])
+
+
+def test_under_the_cap_nothing_changes() -> None:
+    series = {("a",): 1.0, ("b",): 2.0}
+    assert cap_series(series, 2, "sum") == (series, 0)
+
+
+def test_the_largest_are_kept_and_the_rest_folded() -> None:
+    series = {(f"q{i}", "p"): float(i) for i in range(10)}
+    kept, folded = cap_series(series, 4, "sum")
+    assert folded == 7
+    assert kept == {("q9", "p"): 9.0, ("q8", "p"): 8.0, ("q7", "p"): 7.0, ("other", "other"): 21.0}
+    kept, _ = cap_series(series, 4, "max")
+    assert kept[("other", "other")] == 6.0
+
+
+def test_a_real_other_series_joins_the_bucket() -> None:
+    kept, folded = cap_series({("other",): 5.0, ("a",): 1.0, ("b",): 2.0}, 2, "sum")
+    assert (kept, folded) == ({("other",): 8.0}, 3)
