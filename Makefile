@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint docs check-docs
+.PHONY: demo test test-fast lint docs check-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# The pure tests only (no database, no external tools): seconds, for the edit-test loop.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check exporter devtools dashboards bench tests
 	$(VENV)/bin/ruff format --check exporter
 	$(VENV)/bin/mypy --strict exporter
 	$(VENV)/bin/mypy --strict devtools dashboards bench
+	$(VENV)/bin/lint-imports
 
 docs: $(VENV)/.installed
 	$(PY) -m devtools.metrics_doc
