@@ -52,6 +52,7 @@ def exporter_for(
     extra_dir: Path | None = None,
     sampler_interval: float | None = None,
     max_series: int | None = None,
+    sampler: bool = True,
 ) -> Exporter:
     """The one way tests build an Exporter: the built-in catalog (plus ``extra_dir``) for ``targets``.
 
@@ -68,6 +69,8 @@ def exporter_for(
         config = replace(config, sampler_interval=sampler_interval)
     if max_series is not None:
         config = replace(config, max_series_per_metric=max_series)
+    if not sampler:
+        config = replace(config, sampler_enabled=False)
     catalog, classifier, releases = load_definitions(config)
     if ttl is not None:
         catalog = Catalog(tuple(replace(spec, ttl=ttl) for spec in catalog.collectors))
