@@ -60,6 +60,9 @@ from exporter.sampler import SAMPLE_SQL, ActiveSession, Sampler
 from exporter.web import make_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCS_FILE = REPO_ROOT / "docs" / "benchmarks.md"
+DOCS_BEGIN = "<!-- begin: written by python -m bench.run --write-docs -->"
+DOCS_END = "<!-- end: written by python -m bench.run --write-docs -->"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HISTORY_TABLES = frozenset({"flow_run", "flow_run_state", "log", "events", "event_resources"})
 PASSWORD_ENV = "BENCH_EXPORTER_PASSWORD"
@@ -1107,6 +1110,18 @@ def collection_markdown(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def write_docs(tables: str, output: Path) -> None:
+    """Replace the generated part of docs/benchmarks.md with this run's tables."""
+    text = DOCS_FILE.read_text(encoding="utf-8")
+    if DOCS_BEGIN not in text or DOCS_END not in text:
+        raise SystemExit(f"{DOCS_FILE}: the markers {DOCS_BEGIN!r} and {DOCS_END!r} are missing")
+    head, _, rest = text.partition(DOCS_BEGIN)
+    _, _, tail = rest.partition(DOCS_END)
+    source = f"From `{output.relative_to(REPO_ROOT)}`.\n\n"
+    DOCS_FILE.write_text(f"{head}{DOCS_BEGIN}\n{source}{tables}\n{DOCS_END}{tail}", encoding="utf-8")
+    progress(f"tables written into {DOCS_FILE}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1200,6 +1215,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-live-scale", action="store_true", help="leave out the live-scale database")
     parser.add_argument("--force", action="store_true", help="rebuild the databases")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"also write the tables into {DOCS_FILE.relative_to(REPO_ROOT)}",
+    )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<date>.json)")
     args = parser.parse_args(argv)
     cluster = ensure_cluster()
@@ -1210,6 +1230,8 @@ def main(argv: list[str] | None = None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     print(markdown(results))
+    if args.write_docs:
+        write_docs(markdown(results), output)
     progress(f"results written to {output}")
 
 
