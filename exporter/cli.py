@@ -35,7 +35,7 @@ from exporter.config import (
     with_collector_flags,
 )
 from exporter.configcheck import check_config
-from exporter.errors import ExporterError
+from exporter.errors import ConfigError, ExporterError
 from exporter.logs import setup_logging
 from exporter.registry import Exporter
 from exporter.web import make_app
@@ -256,6 +256,17 @@ def build_config(args: argparse.Namespace) -> Config:
             log_level=args.log_level or config.log_level,
             log_format=args.log_format or config.log_format,
         )
+    flagged = args.collectors_enable | args.collectors_disable
+    if flagged:
+        known = {c.name for c in load_catalog(config.query_dirs).collectors}
+        if flagged - known:
+            raise ConfigError(
+                "invalid command line",
+                [
+                    f"--collector.{name}: {name!r} is not a collector; known: {', '.join(sorted(known))}"
+                    for name in sorted(flagged - known)
+                ],
+            )
     return with_collector_flags(config, args.collectors_enable, args.collectors_disable)
 
 

@@ -16,8 +16,9 @@ from exporter.registry import load_definitions
 from exporter.webconfig import load_web_config
 
 
-def check_config(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def check_config(config: Config, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Validate what ``config`` names; print what was checked or every problem; return the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
     problems: list[str] = []
     collectors = 0
     try:

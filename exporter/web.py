@@ -47,50 +47,47 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 
 
-def _accepted(header: str) -> dict[str, float]:
-    """The media types or codings of an Accept or Accept-Encoding header, with their q values.
-
-    Parameters other than q (such as OpenMetrics' version) are kept in the key.
-    """
-    weights: dict[str, float] = {}
+def _accepted(header: str) -> list[tuple[str, dict[str, str], float]]:
+    """The media types or codings of an Accept or Accept-Encoding header: (name, parameters, q)."""
+    items = []
     for part in header.split(","):
-        item, *params = (p.strip() for p in part.split(";"))
-        if not item:
+        name, *params = (p.strip() for p in part.split(";"))
+        if not name:
             continue
-        q = 1.0
-        kept = []
+        values = {}
         for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-            else:
-                kept.append(f"{name.strip().lower()}={value.strip()}")
-        weights[";".join([item.lower(), *kept])] = max(q, weights.get(item.lower(), 0.0))
-    return weights
+            key, _, value = param.partition("=")
+            values[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(values.pop("q", "1"))
+        except ValueError:
+            q = 0.0
+        items.append((name.lower(), values, q))
+    return items
+
+
+# OpenMetrics versions whose text this exposition is (1.0.0; 0.0.1 is the same text format).
+_OPENMETRICS_VERSIONS = ("", "1.0.0", "0.0.1")
 
 
 def wants_openmetrics(accept: str) -> bool:
-    """Whether the Accept header prefers OpenMetrics 1.0 (or any version) to the text format."""
-    weights = _accepted(accept)
+    """Whether the Accept header prefers OpenMetrics 1.0 to the Prometheus text format."""
+    items = _accepted(accept)
     open_metrics = max(
         (
             q
-            for t, q in weights.items()
-            if t.split(";")[0] == "application/openmetrics-text"
-            and t.partition("version=")[2] in ("", "1.0.0", "0.0.1")
+            for name, params, q in items
+            if name == "application/openmetrics-text" and params.get("version", "") in _OPENMETRICS_VERSIONS
         ),
         default=0.0,
     )
-    text = max((q for t, q in weights.items() if t.split(";")[0] in ("text/plain", "*/*")), default=0.0)
+    text = max((q for name, _, q in items if name in ("text/plain", "*/*")), default=0.0)
     return open_metrics > 0 and open_metrics >= text
 
 
 def wants_gzip(accept_encoding: str) -> bool:
-    """Whether the Accept-Encoding header accepts gzip."""
-    weights = {k.split(";")[0]: q for k, q in _accepted(accept_encoding).items()}
+    """Whether the Accept-Encoding header accepts gzip (named, or by ``*``)."""
+    weights = {name: q for name, _, q in _accepted(accept_encoding)}
     return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
