@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast system-packages lint docs check-docs lock
+.PHONY: demo test test-fast system-packages lint docs check-docs lock k8s
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(PY) -m devtools.metrics_doc
+	$(PY) -m devtools.k8s_rules
+
+# deploy/kubernetes/prometheusrule.yaml, from alerts/prefect-db-alerts.yml.
+k8s: $(VENV)/.installed
+	$(PY) -m devtools.k8s_rules
 
 # requirements.lock: the image's exact dependencies, with hashes (the Dockerfile installs from it).
 lock: $(VENV)/.installed
