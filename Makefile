@@ -20,9 +20,11 @@ demo: $(VENV)/.installed
 test: system-packages $(VENV)/.installed
 	$(PY) -m pytest -p devtools.noskip
 
-# Standard library only, run by path: it runs before the virtualenv exists.
+# Standard library only, run by path: it runs before the virtualenv exists. Its stdout is empty when
+# everything is there, else the one line make stops with ($(error) adds no second line of its own).
+SYSTEM_PACKAGES_PROBLEM = $(shell $(PYTHON) devtools/system_packages.py ensure)
 system-packages:
-	@$(PYTHON) devtools/system_packages.py ensure
+	$(if $(SYSTEM_PACKAGES_PROBLEM),$(error $(SYSTEM_PACKAGES_PROBLEM)))
 
 # The pure tests only (no database, no external tools): seconds, for the edit-test loop.
 test-fast: $(VENV)/.installed

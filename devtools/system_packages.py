@@ -94,7 +94,10 @@ def install(absent: Sequence[Need]) -> None:
 
 
 def ensure(env: Mapping[str, str]) -> int:
-    """Install what is missing when possible; return 0 when everything is there, else print one line."""
+    """Install what is missing when possible; return 0 when everything is there, else print one line.
+
+    The line goes to stdout and nothing else does, so that make can stop with it as its only message.
+    """
     absent = missing(env)
     if absent and can_install(env):
         try:
@@ -103,7 +106,7 @@ def ensure(env: Mapping[str, str]) -> int:
             print(f"apt-get failed ({error.returncode})", file=sys.stderr)
         absent = missing(env)
     if absent:
-        print(advice(absent), file=sys.stderr)
+        print(advice(absent))
         return 1
     return 0
 
