@@ -10,7 +10,7 @@
 #
 # Reproducible: the run-time dependencies come from requirements.lock (exact versions with hashes,
 # `make lock` writes it from pyproject.toml), installed by a pinned uv into a virtualenv that the
-# final stage copies; the build stage's tools do not reach the final image.
+# final stage copies; the build stage's tools (pip, uv) do not reach the final image.
 FROM python:3.11.11-slim-bookworm AS build
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,14 +23,17 @@ COPY requirements.lock pyproject.toml README.md ./
 COPY exporter/ exporter/
 COPY queries/ queries/
 
-# The lock first (hashes required), then the package alone: --no-deps, so nothing outside the lock
-# comes in. A plain (non-editable) install: the wheel carries queries/ as exporter/queries, and the
-# check fails the build if the collectors ever go missing from it.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install -q uv==0.13.9 \
-    && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements.lock \
-    && /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
-    && /opt/venv/bin/uv pip uninstall --python /opt/venv/bin/python uv \
+# uv (pinned, from PyPI) goes into a virtualenv of its own that stays in this stage. The exporter's
+# virtualenv is made by uv, so it holds no pip or setuptools: the lock first (hashes required), then
+# the package alone (--no-deps, so nothing outside the lock comes in). A plain (non-editable)
+# install: the wheel carries queries/ as exporter/queries, and the check fails the build if the
+# collectors ever go missing from it.
+ENV UV_PYTHON_DOWNLOADS=never
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install -q uv==0.13.9 \
+    && /opt/uv/bin/uv venv -q --python python /opt/venv \
+    && /opt/uv/bin/uv pip sync -q --python /opt/venv/bin/python --require-hashes requirements.lock \
+    && /opt/uv/bin/uv pip install -q --python /opt/venv/bin/python --no-deps . \
     && cd / && /opt/venv/bin/python -c "from exporter.config import DEFAULT_QUERY_DIR as d; assert (d / 'operations.yaml').is_file(), d"
 
 FROM python:3.11.11-slim-bookworm

@@ -409,6 +409,7 @@ def test_grafana_provisioning_loads_the_dashboards(compose: dict[str, Any]) -> N
 # Dockerfile ------------------------------------------------------------------------------------------
 
 LOCK_FILE = REPO_ROOT / "requirements.lock"
+LIST_DISTRIBUTIONS = "import importlib.metadata as m\nfor d in m.distributions(): print(d.name, d.version)"
 IMAGE_UID = 10001
 
 
@@ -511,12 +512,16 @@ def test_image_dependencies_come_from_the_committed_lock() -> None:
         assert hashes, f"{name}=={version} has no hash"
     # No test or dev tool in the image's lock.
     assert not {"pytest", "mypy", "ruff", "grafana-foundation-sdk"} & set(pins)
-    (build, _) = dockerfile_stages()
+    (build, final) = dockerfile_stages()
     (run,) = [a for k, a in build if k == "RUN"]
     steps = [shlex.split(step) for step in run.split("&&")]
-    assert ["uv", "pip", "sync"] == [Path(steps[2][0]).name, *steps[2][1:3]]
-    assert "--require-hashes" in steps[2] and steps[2][-1] == "requirements.lock"
-    assert "--no-deps" in steps[3] and steps[3][-1] == "."
+    uv_steps = [argv[1:] for argv in steps if Path(argv[0]).name == "uv"]
+    (image_venv,) = [a.split()[-1] for k, a in final if k == "COPY"]
+    # The image's virtualenv is made by uv (no pip, no setuptools), then gets the lock and the package.
+    assert [argv[0:2] for argv in uv_steps] == [["venv", "-q"], ["pip", "sync"], ["pip", "install"]]
+    assert uv_steps[0][-1] == image_venv
+    assert "--require-hashes" in uv_steps[1] and uv_steps[1][-1] == "requirements.lock"
+    assert "--no-deps" in uv_steps[2] and uv_steps[2][-1] == "."
     # The image's uv is the one the test extras pin (the one `make lock` and this suite use).
     (uv_pin,) = [argv[-1] for argv in steps if argv[-1].startswith("uv==")]
     assert uv_pin in project["optional-dependencies"]["test"]
@@ -561,9 +566,10 @@ def test_dockerfile_copies_only_the_package_and_dockerignore_keeps_the_rest_out(
 
 
 def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
-    # Repeat the build stage without Docker: the COPY layout under WORKDIR, the package install of its
-    # RUN (uv, --no-deps; the locked dependencies come from this virtualenv), its import check from /,
-    # then the entry point and the HEALTHCHECK command against the running exporter.
+    # Repeat the build stage without Docker: the COPY layout under WORKDIR, then its RUN as written
+    # (a virtualenv, uv from PyPI, the locked dependencies with their hashes, the package without
+    # dependencies, the import check from /), with /opt/venv moved under tmp_path. Then what the final
+    # stage keeps: the virtualenv alone, its entry point and the HEALTHCHECK against the running exporter.
     build, final = dockerfile_stages()
     (workdir,) = [a for k, a in build if k == "WORKDIR"]
     app = tmp_path / workdir.lstrip("/")
@@ -580,38 +586,51 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(path, target)
     (run,) = [a for k, a in build if k == "RUN"]
-    steps = [shlex.split(step) for step in run.split("&&")]
-    assert steps[0][:3] == ["python", "-m", "venv"]
-    image_venv = steps[0][3]
-    (install_args,) = [argv[2:] for argv in steps if argv[1:3] == ["pip", "install"] and "--no-deps" in argv]
-    (check,) = [argv for argv in steps if argv[1:2] == ["-c"]]
-
+    (copied,) = [a.split() for k, a in final if k == "COPY"]
+    image_venv = copied[-1]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    site = next(venv.glob("lib/python*/site-packages"))
-    (site / "ppe-deps.pth").write_text(str(next(Path(sys.prefix).glob("lib/python*/site-packages"))) + "\n")
-    python, env = str(venv / "bin" / "python"), {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    uv = Path(sys.prefix) / "bin" / "uv"
-    install_args = [
-        str(venv / "bin" / "python") if a == f"{image_venv}/bin/python" else a for a in install_args
-    ]
-    install = subprocess.run(
-        [str(uv), "pip", "install", "-q", *install_args],
+    # The base image's `python` is the interpreter the suite runs on (3.11 as well).
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python").symlink_to(sys.executable)
+    env = {
+        **os.environ,
+        **dict(a.split("=", 1) for k, a in build if k == "ENV" for a in shlex.split(a)),
+        "PATH": f"{shims}:{os.environ['PATH']}",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    built = subprocess.run(
+        ["sh", "-c", run.replace(image_venv, str(venv)).replace("/opt/uv", str(tmp_path / "uv"))],
         cwd=app,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
-    assert install.returncode == 0, install.stdout + install.stderr
+    assert built.returncode == 0, built.stdout + built.stderr
+    # Exactly the lock and the package itself: no pip, no setuptools, no uv.
+    python = str(venv / "bin" / "python")
+    listing = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m\nfor d in m.distributions(): print(d.name, d.version)",
+        ],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split() for line in listing.splitlines())
+    }
+    locked = {name: version for name, (version, _) in lock_pins().items()}
+    assert installed == {**locked, "prefect-postgres-exporter": exporter.__version__}
     # The final stage takes only the virtualenv: the source is gone.
-    for entry in app.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    checked = subprocess.run(
-        [python, *check[1:]], cwd="/", env=env, capture_output=True, text=True, check=False
-    )
-    assert checked.returncode == 0, checked.stderr
+    shutil.rmtree(app)
+    site = next(venv.glob("lib/python*/site-packages"))
     located = subprocess.run(
         [python, "-c", "import exporter.config as c; print(c.__file__)"],
         cwd="/",
