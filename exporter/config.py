@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -343,6 +343,19 @@ def parse_config(text: str, source: str) -> Config:
     if problems.items:
         raise ConfigError(f"invalid configuration file {source}", problems.items)
     return config
+
+
+def with_collector_flags(config: Config, enable: frozenset[str], disable: frozenset[str]) -> Config:
+    """Apply ``--collector.NAME`` (``enable``) and ``--no-collector.NAME`` (``disable``) to ``config``.
+
+    The one place where the command line's collector choice meets the config's: a flag wins over
+    collectors.exclude and collectors.include; ``disable`` goes to exclude (which the catalog applies
+    after include, so disabling the last included collector never means "all").
+    """
+    if not enable and not disable:
+        return config
+    include = config.include | enable if config.include else config.include
+    return replace(config, include=include, exclude=(config.exclude - enable) | disable)
 
 
 def load_config(path: Path) -> Config:
