@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import Series, exporter_for, samples, scrape, target_for, value
+from helpers import Series, eventually, exporter_for, samples, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
@@ -267,7 +267,19 @@ async def test_a_database_set_to_repeatable_read(any_prefect_db: TestDatabase) -
     # Sessions opened from now on (two "Prefect" sessions) get repeatable read.
     async with admin(any_prefect_db) as first, admin(any_prefect_db) as second:
         assert await first.fetchval("SHOW default_transaction_isolation") == "repeatable read"
-        assert second is not None
+        assert await second.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        # The session that ran ALTER DATABASE must be gone: the defaults are read from the catalog.
+        pids = [first.get_server_pid(), second.get_server_pid()]
+
+        async def only_these_two() -> bool:
+            others: int = await first.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> ALL ($1::int[])",
+                pids,
+            )
+            return others == 0
+
+        await eventually(only_these_two)
         series = await scrape_once(any_prefect_db, "isolation")
     assert value(series, "prefect_db_default_transaction_isolation_not_read_committed") == 1
     assert value(series, "prefect_db_sessions_isolation_not_read_committed") == 2
