@@ -41,7 +41,7 @@ def test_builtin_catalog_is_valid_and_follows_the_metric_contract() -> None:
     assert len(catalog.collectors) >= 15
     allowed_labels = {
         "work_pool", "work_queue", "state_type", "status", "state", "mode", "granted", "relation",
-        "wait_event_type", "name", "worker", "server_version", "alembic_revision",
+        "wait_event_type", "name", "worker", "server_version", "alembic_revision", "application",
     }  # fmt: skip
     for spec in catalog.collectors:
         assert spec.description
