@@ -7,7 +7,7 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -164,6 +164,18 @@ def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.Stream
     return check
 
 
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+
+
+def response_headers(headers: Mapping[str, str]) -> ResponseHook:
+    """Add the web config's headers to every response, the refusals and errors included."""
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(headers)
+
+    return add
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     exporter = app[EXPORTER_KEY]
     exporter.start_background()
@@ -184,6 +196,8 @@ def make_app(
     if web_config is not None and web_config.users:
         middlewares.append(basic_auth_middleware(BasicAuth(web_config.users)))
     app = web.Application(client_max_size=1024, middlewares=middlewares)
+    if web_config is not None and web_config.headers:
+        app.on_response_prepare.append(response_headers(web_config.headers))
     app[EXPORTER_KEY] = exporter
     if reloader is not None:
         app[RELOAD_KEY] = reloader
