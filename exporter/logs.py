@@ -23,7 +23,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     }
     fields.update(getattr(record, "fields", {}))
     if record.exc_info and record.exc_info[1] is not None:
-        fields["exception"] = repr(record.exc_info[1])
+        # str(), not repr(): repr escapes quotes, which would hide a quoted password from redact.
+        error = record.exc_info[1]
+        fields["exception"] = f"{type(error).__name__}: {error}"
     return {key: redact(str(value)) for key, value in fields.items()}
 
 

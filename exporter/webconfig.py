@@ -19,13 +19,15 @@ Checking bcrypt hashes needs the ``bcrypt`` package (``pip install 'prefect-post
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -81,32 +83,77 @@ class WebConfig:
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` headers against bcrypt hashes, remembering good answers."""
+    """Checks ``Authorization: Basic`` headers against bcrypt hashes, off the event loop.
 
-    def __init__(self, users: Mapping[str, str]) -> None:
+    bcrypt is slow on purpose (a quarter of a second at cost 12). Run on the event loop, a flood of
+    wrong passwords would stall every scrape and the sampler, so checks run in a small pool of their
+    own, at most ``max_waiting`` queued (beyond that a request is refused without a check, so a flood
+    cannot build an unbounded backlog). A successful check is remembered for ``ttl`` seconds, keyed by
+    a digest of user, password and hash (never the password itself), so a scrape every few seconds
+    pays for bcrypt once; failures are never remembered, as anyone could fill such a cache.
+    """
+
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        *,
+        ttl: float = 60.0,
+        workers: int = 1,
+        max_waiting: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.users = dict(users)
-        # bcrypt is slow on purpose; a scrape every few seconds must not pay for it every time.
-        self._verified: set[bytes] = set()
+        self.ttl = ttl
+        self.max_waiting = max_waiting
+        self.clock = clock
+        # bcrypt releases the GIL; one worker leaves the other cores to the event loop and the queries.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="basic-auth")
+        self._verified: dict[bytes, float] = {}
+        self._waiting = 0
+        self.checks = 0  # bcrypt checks run (cache misses), for tests and benchmarks
+        self.refused_busy = 0  # requests refused because too many checks were queued
 
-    def allows(self, header: str | None) -> bool:
-        """True when ``header`` carries the credentials of a configured user."""
+    def _credentials(self, header: str | None) -> tuple[str, str, str] | None:
         if not header or not header.startswith("Basic "):
-            return False
+            return None
         try:
             user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
         hashed = self.users.get(user)
-        if hashed is None:
+        return None if hashed is None else (user, password, hashed)
+
+    async def allows(self, header: str | None) -> bool:
+        """True when ``header`` carries the credentials of a configured user."""
+        found = self._credentials(header)
+        if found is None:
             return False
+        user, password, hashed = found
         key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
-        if any(hmac.compare_digest(key, known) for known in self._verified):
+        now = self.clock()
+        if self._verified.get(key, 0.0) > now:
             return True
         bcrypt = _bcrypt()
-        if bcrypt is None or not bcrypt.checkpw(password.encode(), hashed.encode()):
+        if bcrypt is None:
             return False
-        self._verified.add(key)
-        return True
+        if self._waiting >= self.max_waiting:
+            self.refused_busy += 1
+            return False
+        self._waiting += 1
+        self.checks += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self._pool, bcrypt.checkpw, password.encode(), hashed.encode())
+        finally:
+            self._waiting -= 1
+        if ok:
+            self._verified = {k: until for k, until in self._verified.items() if until > now}
+            self._verified[key] = self.clock() + self.ttl
+        return bool(ok)
+
+    def close(self) -> None:
+        """Stop the checking threads (at shutdown)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _existing_file(base: Path) -> Callable[[object], Path]:

@@ -25,6 +25,7 @@ import aiohttp
 import asyncpg
 import bcrypt
 import pytest
+from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,6 +42,8 @@ from exporter.config import TargetConfig, Thresholds
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.web import make_app
+from exporter.webconfig import WebConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NEWEST = PREFECT_VERSIONS[-1]
@@ -561,3 +564,73 @@ def test_an_invalid_web_config_stops_the_start_with_exit_2(tmp_path: Path, case:
     assert "Traceback" not in result.stderr, result.stderr
     assert str(web) in result.stderr
     assert "right-Pa55word" not in result.stderr  # a plaintext password put in the hash's place
+
+
+# --- basic auth under a flood, response headers ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving_with(
+    exporter: object, web_config: WebConfig
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """Serve ``exporter`` with ``web_config`` over real HTTP on a loopback port."""
+    server = TestServer(make_app(exporter, web_config), host="127.0.0.1")  # type: ignore[arg-type]
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield session, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+def unreachable_exporter() -> object:
+    """An exporter whose one target refuses connections: enough for endpoints that need no database."""
+    return exporter_for(
+        TargetConfig(name="gone", dsn=f"postgresql://x@127.0.0.1:{free_port()}/x"), sampler=False
+    )
+
+
+async def test_configured_headers_are_on_every_response_the_refusals_included() -> None:
+    hashed = bcrypt.hashpw(RIGHT.encode(), bcrypt.gensalt(rounds=4)).decode()
+    headers = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=31536000"}
+    web_config = WebConfig(users={USER: hashed}, headers=headers)
+    async with serving_with(unreachable_exporter(), web_config) as (http, base):
+        answers = [
+            await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)),
+            await status_of(http, "GET", f"{base}/healthz", False),
+            await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, "wrong")),
+            await status_of(http, "GET", f"{base}/no-such-page", False, headers=basic(USER, RIGHT)),
+            await status_of(http, "GET", f"{base}/metrics?target=nope", False, headers=basic(USER, RIGHT)),
+        ]
+    assert [status for status, _, _ in answers] == [200, 401, 401, 404, 400]
+    for _, _, got in answers:
+        assert {name: got.get(name) for name in headers} == headers, got
+
+
+async def test_a_slow_wrong_password_check_does_not_hold_up_other_requests() -> None:
+    """While bcrypt checks a wrong password of a costly hash, requests of a remembered login are served.
+
+    Not a timing assertion: it asserts the order of events. On the event loop, the costly check would
+    have to finish before any other request could be answered.
+    """
+    web_config = WebConfig(
+        users={
+            USER: bcrypt.hashpw(RIGHT.encode(), bcrypt.gensalt(rounds=4)).decode(),
+            "slow": bcrypt.hashpw(b"whatever", bcrypt.gensalt(rounds=15)).decode(),  # seconds per check
+        }
+    )
+    async with serving_with(unreachable_exporter(), web_config) as (http, base):
+        assert (await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)))[0] == 200
+        slow = asyncio.create_task(
+            status_of(http, "GET", f"{base}/healthz", False, headers=basic("slow", "x"))
+        )
+        await asyncio.sleep(0.05)  # the slow request has reached the server and its check started
+        served = [
+            (await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)))[0]
+            for _ in range(20)
+        ]
+        still_checking = not slow.done()
+        refused = (await slow)[0]
+    assert served == [200] * 20
+    assert still_checking, "the other requests waited for the costly check"
+    assert refused == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
@@ -16,15 +17,52 @@ def header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_basic_auth_checks_bcrypt_hashes() -> None:
+async def test_basic_auth_checks_bcrypt_hashes() -> None:
     auth = BasicAuth({"prom": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()})
-    assert auth.allows(header("prom", "s3cret"))
-    assert auth.allows(header("prom", "s3cret"))  # the remembered answer
-    assert not auth.allows(header("prom", "wrong"))
-    assert not auth.allows(header("nobody", "s3cret"))
-    assert not auth.allows(None)
-    assert not auth.allows("Basic !!!not-base64")
-    assert not auth.allows("Bearer abc")
+    assert await auth.allows(header("prom", "s3cret"))
+    assert await auth.allows(header("prom", "s3cret"))  # the remembered answer
+    assert auth.checks == 1
+    assert not await auth.allows(header("prom", "wrong"))
+    assert not await auth.allows(header("prom", "wrong"))  # failures are checked every time
+    assert auth.checks == 3
+    assert not await auth.allows(header("nobody", "s3cret"))
+    assert not await auth.allows(None)
+    assert not await auth.allows("Basic !!!not-base64")
+    assert not await auth.allows("Bearer abc")
+    auth.close()
+
+
+async def test_a_remembered_login_expires_after_its_ttl() -> None:
+    now = [1000.0]
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    auth = BasicAuth({"prom": hashed}, ttl=30.0, clock=lambda: now[0])
+    assert await auth.allows(header("prom", "s3cret"))
+    now[0] += 29.0
+    assert await auth.allows(header("prom", "s3cret"))
+    assert auth.checks == 1
+    now[0] += 2.0
+    assert await auth.allows(header("prom", "s3cret"))
+    assert auth.checks == 2
+    auth.close()
+
+
+async def test_a_changed_hash_is_not_answered_from_the_cache() -> None:
+    old = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    auth = BasicAuth({"prom": old})
+    assert await auth.allows(header("prom", "s3cret"))
+    auth.users["prom"] = bcrypt.hashpw(b"other", bcrypt.gensalt(rounds=4)).decode()
+    assert not await auth.allows(header("prom", "s3cret"))
+    auth.close()
+
+
+async def test_a_flood_of_checks_beyond_the_queue_is_refused_without_a_check() -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    auth = BasicAuth({"prom": hashed}, max_waiting=3)
+    results = await asyncio.gather(*(auth.allows(header("prom", f"wrong{i}")) for i in range(10)))
+    assert not any(results)
+    assert (auth.checks, auth.refused_busy) == (3, 7)
+    assert await auth.allows(header("prom", "s3cret"))  # the queue drained: checks run again
+    auth.close()
 
 
 def test_problems_name_file_line_and_key(tmp_path: Path) -> None:
