@@ -165,7 +165,10 @@ def _read_metric(section: Section, incremental: bool) -> MetricSpec | None:
         section.problem("name", "_total is for counters; drop it or use type: counter")
     if incremental and mtype == "gauge":
         section.problem("type", "an incremental collector builds counters: use type: counter")
-    if not incremental and value is None and "value" not in section.mapping:
+    if "value" in section.mapping and section.mapping["value"] is None:
+        # Left empty it would pass here and fail every run of the collector instead.
+        section.problem("value", "must not be empty: name the result column holding the value")
+    elif not incremental and value is None and "value" not in section.mapping:
         section.problem(None, "missing required key 'value' (the result column holding the value)")
     for label in labels:
         if not _LABEL_NAME.match(label) or label.startswith("__"):

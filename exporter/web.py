@@ -8,7 +8,7 @@ import gzip
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -218,7 +218,7 @@ def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.Stream
     async def check(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not auth.allows(request.headers.get("Authorization")):
+        if not await auth.allows(request.headers.get("Authorization")):
             return web.Response(
                 status=401,
                 text="unauthorized\n",
@@ -227,6 +227,22 @@ def basic_auth_middleware(auth: BasicAuth) -> Callable[..., Awaitable[web.Stream
         return await handler(request)
 
     return check
+
+
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
+
+
+def response_headers(headers: Mapping[str, str]) -> ResponseHook:
+    """Add the web config's headers to every response, the refusals and errors included."""
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(headers)
+
+    return add
+
+
+async def _close_auth(auth: BasicAuth) -> None:
+    auth.close()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -249,9 +265,14 @@ def make_app(
 ) -> web.Application:
     """Build the aiohttp application serving ``exporter`` (with basic auth and /-/reload when asked)."""
     middlewares = []
-    if web_config is not None and web_config.users:
-        middlewares.append(basic_auth_middleware(BasicAuth(web_config.users)))
+    auth = BasicAuth(web_config.users) if web_config is not None and web_config.users else None
+    if auth is not None:
+        middlewares.append(basic_auth_middleware(auth))
     app = web.Application(client_max_size=1024, middlewares=middlewares)
+    if auth is not None:
+        app.on_cleanup.append(lambda _: _close_auth(auth))
+    if web_config is not None and web_config.headers:
+        app.on_response_prepare.append(response_headers(web_config.headers))
     app[EXPORTER_KEY] = exporter
     if reloader is not None:
         app[RELOAD_KEY] = reloader
