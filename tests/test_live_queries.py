@@ -30,8 +30,12 @@ DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 ALERTS_FILE = REPO_ROOT / "alerts" / "prefect-db-alerts.yml"
 TARGET = "live"
 JOB = "prefect-db"  # the job name the alert rules' `up` expressions expect
-# Grafana's variables as the dashboards are opened with "All" pools, on the scenario's target.
+# Grafana's variables as the dashboards are opened with "All" instances and pools, on the scenario's target.
 SUBSTITUTIONS = (
+    ("${job}", JOB),
+    ("$job", JOB),
+    ("${instance}", ".+"),
+    ("$instance", ".+"),
     ("${target}", TARGET),
     ("$target", TARGET),
     ("${work_pool}", ".*"),
@@ -68,6 +72,10 @@ EXPECTED_EMPTY: dict[str, str] = {
         "Prefect 3.9.1 keeps tag limits in concurrency_limit_v2 (tag:…); its v1 table is empty"
     ),
     "work-pools.json: Tag concurrency limits (v1): B": "as A: the v1 table is empty on Prefect 3.9.1",
+    # Annotations of events the scenario does not cause; tests/test_dashboards.py has promtool evaluate
+    # them on series in which the event happens.
+    "annotation PostgreSQL restarts": "PostgreSQL does not restart during the scenario",
+    "annotation Prefect schema changes": "the schema is not migrated during the scenario",
     # Alert rules whose condition is false in this scenario.
     "alert PrefectDbExporterDown": "Prometheus scrapes the exporter",
     "alert PrefectDbExporterAbsent": "the prefect-db job has a target",
@@ -125,6 +133,17 @@ def dashboard_expressions() -> list[Expression]:
         for panel in panels(json.loads(path.read_text(encoding="utf-8")))
         for target in panel["targets"]
     ]
+
+
+def annotation_expressions() -> list[Expression]:
+    """Every distinct annotation query of the committed dashboards (each board marks the same events)."""
+    found: dict[str, Expression] = {}
+    for path in DASHBOARDS:
+        for annotation in json.loads(path.read_text(encoding="utf-8"))["annotations"]["list"]:
+            key = f"annotation {annotation['name']}"
+            expression = Expression(key, substitute(annotation["expr"]))
+            assert found.setdefault(key, expression) == expression, f"{path.name}: {key} differs"
+    return list(found.values())
 
 
 def variable_queries() -> list[tuple[str, str, str]]:
@@ -358,7 +377,8 @@ async def check_rules(prom: promstack.Prometheus, count: int) -> list[str]:
 @pytest.mark.parametrize("prefect_db", ["3.9.1"], indirect=True)
 async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluster: PgCluster) -> None:
     alerts = alert_expressions()
-    expressions = dashboard_expressions() + alerts
+    annotations = annotation_expressions()
+    expressions = dashboard_expressions() + annotations + alerts
     unknown = set(EXPECTED_EMPTY) - {e.key for e in expressions}
     assert not unknown, f"allow-list entries that name no expression: {sorted(unknown)}"
     started = time.monotonic()
@@ -388,6 +408,10 @@ async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluste
             await wait_for(
                 prom, f'increase(prefect_db_deadlocks_by_operation_total{{operation="{POLL}"}}[1m]) > 0'
             )
+            # A reload marks the boards (the "Exporter reloads" annotation, for one $__interval).
+            await exporter.reload(exporter.config)
+            (reloaded,) = [a.expr for a in annotations if a.key == "annotation Exporter reloads"]
+            await wait_for(prom, reloaded)
             failures = await evaluate(prom, expressions, at=await complete_scrape(prom))
             failures += await check_variables(prom)
             failures += await check_rules(prom, len(alerts))
