@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint docs check-docs
+.PHONY: demo test test-fast lint docs check-docs pictures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,8 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(PY) -m devtools.metrics_doc
+
+# The README's pictures of the dashboards (docs/img/*.png): every board drawn from a live Prometheus
+# scraping the exporter on the demo's trouble scene, recorded for four minutes.
+pictures: $(VENV)/.installed
+	$(PY) -m devtools.pictures

@@ -1093,6 +1093,7 @@ def postgres() -> Any:
                 "short",
                 Query(f"topk(10, max by (relation) (prefect_db_table_dead_tuples{{{T}}}))", "{{relation}}"),
                 alerts=("PrefectPostgresDeadTuplesHigh",),
+                width=8,
             ),
             graph(
                 "HOT update ratio of deployment",
@@ -1141,6 +1142,7 @@ def postgres() -> Any:
                 Query(f"max by (target) (prefect_db_xid_age{{{T}}}) / 2147483648", "{{target}}"),
                 alerts=("PrefectPostgresXidWraparound",),
                 steps=((XID_WARNING, ORANGE), (XID_CRITICAL, RED)),
+                width=8,
             ),
             graph(
                 "Rows read by sequential scans per second",
@@ -1152,6 +1154,7 @@ def postgres() -> Any:
                     "[$__rate_interval])))",
                     "{{relation}}",
                 ),
+                width=8,
             ),
         ),
         row(
@@ -1237,6 +1240,27 @@ def work_pools() -> Any:
     rows = [
         row(
             "Queues and pools",
+            timeline(
+                "Work queue status",
+                "Each queue's status as Prefect's foreman stored it (lags up to its loop), over time. "
+                "NOT_READY: no poll within a minute; PAUSED: paused by a user.",
+                Query(
+                    status_code("prefect_db_work_queue_status", TP, "work_pool, work_queue"),
+                    "{{work_pool}}/{{work_queue}}",
+                ),
+                STATUS_STATES,
+                alerts=("PrefectWorkQueueNotPolled",),
+                width=12,
+            ),
+            timeline(
+                "Work pool status",
+                "Each pool's stored status over time: NOT_READY when it has no online worker, PAUSED when "
+                "paused.",
+                Query(status_code("prefect_db_work_pool_status", TP, "work_pool"), "{{work_pool}}"),
+                STATUS_STATES,
+                alerts=("PrefectWorkPoolNoOnlineWorkers",),
+                width=12,
+            ),
             graph(
                 "Time since last poll by queue",
                 "Time since a worker last polled each work queue. Above a minute Prefect marks the queue "
@@ -1250,25 +1274,6 @@ def work_pools() -> Any:
                 alerts=("PrefectWorkQueueNotPolled",),
                 steps=((60, ORANGE), (QUEUE_UNPOLLED_SECONDS, RED)),
             ),
-            timeline(
-                "Work queue status",
-                "Each queue's status as Prefect's foreman stored it (lags up to its loop), over time. "
-                "NOT_READY: no poll within a minute; PAUSED: paused by a user.",
-                Query(
-                    status_code("prefect_db_work_queue_status", TP, "work_pool, work_queue"),
-                    "{{work_pool}}/{{work_queue}}",
-                ),
-                STATUS_STATES,
-                alerts=("PrefectWorkQueueNotPolled",),
-            ),
-            timeline(
-                "Work pool status",
-                "Each pool's stored status over time: NOT_READY when it has no online worker, PAUSED when "
-                "paused.",
-                Query(status_code("prefect_db_work_pool_status", TP, "work_pool"), "{{work_pool}}"),
-                STATUS_STATES,
-                alerts=("PrefectWorkPoolNoOnlineWorkers",),
-            ),
             graph(
                 "Paused queues and pools",
                 "Paused work queues per pool and paused pools. A paused queue's runs never start; "
@@ -1276,7 +1281,7 @@ def work_pools() -> Any:
                 "short",
                 Query(f"sum by (work_pool) (prefect_db_work_queue_paused{{{TP}}})", "{{work_pool}} queues"),
                 Query(f"max by (work_pool) (prefect_db_work_pool_paused{{{TP}}})", "{{work_pool}} pool"),
-                width=8,
+                width=12,
             ),
         ),
         row(

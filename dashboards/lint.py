@@ -24,7 +24,8 @@ Project rules: ``prefect-template-target-rule`` (the ``target`` variable, shaped
 ``prefect-target-filter-rule`` (every selector of a metric with a ``target`` or ``work_pool`` label
 filters on the board's variable), ``prefect-metric-rule`` (every metric is in docs/metrics.md),
 ``prefect-variable-rule`` (no undefined or ``[[old]]`` variables), ``prefect-dashboard-rule`` (schemaVersion,
-uid, title, unique uids and panel ids, refIds). Annotation queries are held to the target rules too.
+uid, title, unique uids and panel ids, refIds), ``prefect-layout-rule`` (panels inside the 24 columns, none
+overlapping). Annotation queries are held to the target rules too.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ REQUIRED_VARIABLES: Final = {
     "target": "prefect-template-target-rule",
 }
 VARIABLE_REFRESH_ON_TIME_RANGE: Final = 2
+GRID_COLUMNS: Final = 24
 RULES: Final = (
     "template-datasource-rule",
     "template-job-rule",
@@ -132,6 +134,7 @@ RULES: Final = (
     "prefect-metric-rule",
     "prefect-variable-rule",
     "prefect-dashboard-rule",
+    "prefect-layout-rule",
 )
 _LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\)")
 _TABLE_ROW = re.compile(r"^\|\s*`(prefect_db_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|")
@@ -529,6 +532,30 @@ def annotation_problems(
     return problems
 
 
+def layout_problems(panels: list[dict[str, Any]]) -> list[str]:
+    """Panels that leave Grafana's 24 columns or overlap another (Grafana would move them)."""
+    problems = []
+    boxes: list[tuple[str, int, int, int, int]] = []
+    for panel in panels:
+        pos = panel.get("gridPos") or {}
+        title = str(panel.get("title") or panel.get("id"))
+        x, y, w, h = (int(pos.get(k, 0)) for k in ("x", "y", "w", "h"))
+        if w <= 0 or h <= 0 or x < 0 or x + w > GRID_COLUMNS:
+            problems.append(
+                f'panel "{title}": '
+                + problem(
+                    "prefect-layout-rule", f"gridPos x={x} w={w} h={h} leaves the {GRID_COLUMNS} columns"
+                )
+            )
+        for other, ox, oy, ow, oh in boxes:
+            if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h:
+                problems.append(
+                    f'panel "{title}": ' + problem("prefect-layout-rule", f'overlaps panel "{other}"')
+                )
+        boxes.append((title, x, y, w, h))
+    return problems
+
+
 def dashboard_problems(board: Any, metrics: dict[str, Metric]) -> list[str]:
     """Problems of one parsed dashboard, each prefixed with the panel it concerns, if any."""
     if not isinstance(board, dict):
@@ -551,6 +578,7 @@ def dashboard_problems(board: Any, metrics: dict[str, Metric]) -> list[str]:
         for where in _hard_coded_datasources(board)
     ]
     problems += annotation_problems(board, metrics, variables)
+    problems += layout_problems(list(_panels(board.get("panels"))))
     ids: set[object] = set()
     for panel in _panels(board.get("panels")):
         title = str(panel.get("title") or "").strip()

@@ -144,7 +144,7 @@ def test_linter_command_line(tmp_path: Path) -> None:
         [sys.executable, "-m", "dashboards.lint", *good], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert ok.returncode == 0 and ok.stdout == "", ok.stdout + ok.stderr
-    assert ok.stderr.startswith("3 dashboards, ") and ": no problems (20 rules: " in ok.stderr
+    assert ok.stderr.startswith("3 dashboards, ") and ": no problems (21 rules: " in ok.stderr
     assert all(rule in ok.stderr for rule in lint.RULES)
     broken = tmp_path / "broken.json"
     board = committed()["overview.json"]
@@ -264,7 +264,18 @@ def bad_override_unit(board: Board) -> None:
     table["fieldConfig"]["overrides"][0]["properties"][0]["value"] = "runs"
 
 
+def widen_past_the_grid(board: Board) -> None:
+    first_graph(board)["gridPos"]["w"] = 24 - first_graph(board)["gridPos"]["x"] + 1
+
+
+def overlap(board: Board) -> None:
+    found = panels(board)
+    found[1]["gridPos"] = dict(found[0]["gridPos"])
+
+
 MISTAKES: dict[str, tuple[Callable[[Board], None], str]] = {
+    "panel past the 24 columns": (widen_past_the_grid, "leaves the 24 columns [prefect-layout-rule]"),
+    "overlapping panels": (overlap, "overlaps panel"),
     "no datasource variable": (drop_datasource_variable, "needs exactly one datasource variable"),
     "panel datasource uid": (hard_code_panel_datasource, 'datasource is {"type": "prometheus", "uid": "P18'),
     "target datasource uid": (hard_code_target_datasource, "target A: datasource is"),
