@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast system-packages lint docs check-docs lock k8s
+.PHONY: demo test test-fast system-packages lint docs check-docs lock k8s pictures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ lock: $(VENV)/.installed
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
 		--custom-compile-command 'make lock' pyproject.toml -o requirements.lock
+
+# The README's pictures of the dashboards (docs/img/*.png): every board drawn from a live Prometheus
+# scraping the exporter on the demo's trouble scene, recorded for four minutes.
+pictures: $(VENV)/.installed
+	$(PY) -m devtools.pictures
