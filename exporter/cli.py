@@ -18,6 +18,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.check import run_check
 from exporter.config import DEFAULT_DSN, Config, config_from_dsn, load_config
+from exporter.doctor import command as doctor
 from exporter.errors import ExporterError
 from exporter.logs import setup_logging
 from exporter.registry import Exporter
@@ -151,6 +152,10 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["doctor"]:
+        # The doctor subcommand has its own flags (exporter/doctor/command.py).
+        return doctor.main(argv[1:], os.environ.get(DSN_ENV) or DEFAULT_DSN)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level or "info", args.log_format or "logfmt")
     try:
