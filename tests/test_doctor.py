@@ -246,7 +246,7 @@ async def test_pending_runs_of_a_pool_whose_workers_went_stale(prefect_db: TestD
     assert [r["id"] for r in finding.data["runs"]] == [str(r) for r in stranded]
     assert finding.data["live_workers"] == 0 and finding.data["work_pool"] == "pool-stale"
     assert finding.severity is Severity.CRITICAL
-    assert "No live worker serves this pool" in finding.action
+    assert "No live worker serves this pool: start one first" in finding.action
     assert str(stranded[0]) in finding.evidence[0]
     assert report.exit_code == 2
 

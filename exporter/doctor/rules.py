@@ -324,8 +324,12 @@ def stranded_pending(ctx: Context) -> Iterable[Finding]:
                 "infrastructure never started. They keep holding the pool's and queue's concurrency slots."
             ),
             action=(
-                ("No live worker serves this pool: start one first. " if live == 0 and pool else "")
-                + "Then cancel or reschedule each run (prefect flow-run cancel <id>, or set it to "
+                (
+                    "No live worker serves this pool: start one first, then cancel"
+                    if live == 0 and pool
+                    else "Cancel"
+                )
+                + " or reschedule each run (prefect flow-run cancel <id>, or set it to "
                 "Scheduled), after checking its infrastructure is really gone."
             ),
             runbook="PrefectFlowRunsStuckPending",

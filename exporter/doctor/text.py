@@ -37,7 +37,6 @@ class _Writer:
                 initial_indent=first if first is not None else indent,
                 subsequent_indent=indent + inner + "  ",
                 break_on_hyphens=False,
-                drop_whitespace=False,
             )
             or [indent]
         )
