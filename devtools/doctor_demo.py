@@ -7,6 +7,7 @@ deadlock on deployment rows over and over while ``doctor`` samples the deadlock 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import secrets
@@ -45,13 +46,16 @@ async def _deadlock_pairs(dsn: str, seconds: float) -> int:
     return deadlocks
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Print doctor's report on the demo database, then during a deadlock storm."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.doctor_demo", description=__doc__)
+    parser.add_argument("--prefect-version", default=DEMO_VERSION, help=f"default {DEMO_VERSION}")
+    args = parser.parse_args(argv)
     cluster = PgCluster.create(Path(tempfile.mkdtemp(prefix="ppe-doctor-")))
     try:
         cluster.start()
         password = secrets.token_urlsafe(18)
-        prepare_database(cluster, DEMO_VERSION, password)
+        prepare_database(cluster, args.prefect_version, password)
         os.environ["PGPASSWORD"] = password
         dsn = cluster.dsn("prefect", user="prefect_exporter")
         progress("$ prefect-db-exporter doctor --dsn " + dsn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import socket
@@ -10,9 +11,12 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
+import bcrypt
 import jsonschema
 import pytest
+from aiohttp.test_utils import TestServer
 from helpers import eventually, exporter_for, split_password, target_for
 
 from devtools import seed
@@ -22,6 +26,8 @@ from exporter.doctor.findings import Finding, Report, Severity
 from exporter.doctor.jsonreport import SCHEMA_FILE, report_dict
 from exporter.doctor.rules import DoctorThresholds
 from exporter.doctor.run import diagnose
+from exporter.web import make_app
+from exporter.webconfig import WebConfig
 
 T = TypeVar("T")
 SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
@@ -244,10 +250,12 @@ async def test_pending_runs_of_a_pool_whose_workers_went_stale(prefect_db: TestD
         report = await doctor(prefect_db)
     finding = only(report, "stranded_pending")
     assert [r["id"] for r in finding.data["runs"]] == [str(r) for r in stranded]
-    assert finding.data["live_workers"] == 0 and finding.data["work_pool"] == "pool-stale"
+    (queue,) = finding.data["queues"]
+    assert queue == {"work_pool": "pool-stale", "work_queue": "default", "live_workers": 0, "runs": 2}
+    assert finding.data["pools_without_live_workers"] == ["pool-stale"]
     assert finding.severity is Severity.CRITICAL
-    assert "No live worker serves this pool: start one first" in finding.action
-    assert str(stranded[0]) in finding.evidence[0]
+    assert "No live worker serves pool-stale: start one first" in finding.action
+    assert str(stranded[0]) in finding.evidence[1]
     assert report.exit_code == 2
 
 
@@ -297,9 +305,48 @@ async def test_late_runs_say_why(prefect_db: TestDatabase) -> None:
         )
         report = await doctor(prefect_db)
     finding = only(report, "late_runs")
-    assert finding.data["work_queue"] == "full"
-    assert finding.data["reasons"] == [
-        "queue concurrency limit full: 1 of 1 slots held by RUNNING or PENDING runs"
-    ]
-    assert finding.data["examples"][0].startswith(str(late))
+    (queue,) = finding.data["queues"]
+    assert queue["work_queue"] == "full"
+    assert queue["reasons"] == ["queue concurrency limit full: 1 of 1 slots held by RUNNING or PENDING runs"]
+    assert queue["examples"][0].startswith(str(late))
     assert finding.severity is Severity.CRITICAL
+
+
+# In the running exporter ---------------------------------------------------------------------------
+
+
+async def test_doctor_endpoint_behind_basic_auth_serves_html_and_json(prefect_db: TestDatabase) -> None:
+    async with sessions(prefect_db, 1) as (conn,):
+        pool = await seed.create_work_pool(conn, "pool-web", default_queue_last_polled_ago=3000)
+        flow = await seed.create_flow(conn, "flow")
+        run = await seed.create_flow_run(
+            conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="PENDING", state_age=1800
+        )
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    exporter = exporter_for(target_for(prefect_db), sampler=False)
+    server = TestServer(make_app(exporter, WebConfig(users={"ops": hashed})), host="127.0.0.1")
+    await server.start_server()
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/doctor") as refused:
+                assert refused.status == 401
+            async with http.get(f"{base}/", headers=auth) as index:
+                assert "href='/doctor'" in await index.text()
+            async with http.get(f"{base}/doctor", headers=auth) as page:
+                assert page.status == 200 and page.content_type == "text/html"
+                assert str(run) in await page.text()
+            headers = {"Accept": "application/json"}
+            async with http.get(f"{base}/doctor?target=test", headers={**auth, **headers}) as answer:
+                assert answer.content_type == "application/json"
+                document = await answer.json()
+            async with http.get(f"{base}/doctor?target=nope", headers=auth) as unknown:
+                assert unknown.status == 400
+    finally:
+        await server.close()
+    jsonschema.validate(document, SCHEMA, format_checker=jsonschema.FormatChecker())
+    (target,) = document["targets"]
+    assert document["exit_code"] == 2 and target["target"] == "test"
+    stranded = next(f for f in target["findings"] if f["code"] == "stranded_pending")
+    assert [r["id"] for r in stranded["data"]["runs"]] == [str(run)]

@@ -72,13 +72,23 @@ def size(count: float | None) -> str:
     return f"{value:.1f} TB"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 work queue``, ``3 work queues``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _names(names: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _queue(row: Row) -> str:
     pool, queue = row.get("work_pool") or "", row.get("work_queue") or ""
     return f"{pool}/{queue}" if pool or queue else "(no work queue)"
 
 
-def _more(lines: list[str], total: int) -> list[str]:
-    return [*lines, f"… and {total - len(lines)} more"] if total > len(lines) else lines
+def _more(lines: list[str], total: int, indent: str = "") -> list[str]:
+    return [*lines, f"{indent}… and {total - len(lines)} more"] if total > len(lines) else lines
 
 
 @dataclass(frozen=True)
@@ -299,57 +309,77 @@ def _grouped(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return groups
 
 
+# Per queue, at most this many run ids in the evidence (all of them are in the JSON data).
+SHOWN_PER_QUEUE = 3
+
+
 def stranded_pending(ctx: Context) -> Iterable[Finding]:
-    """PENDING runs older than the threshold, per queue."""
-    threshold = ctx.thresholds.pending_stale_seconds
-    for where, rows in _grouped(ctx.obs.get("stranded_pending")).items():
-        live = int(rows[0]["live_workers"])
-        lines = [
-            f"run {r['run_id']} {r['run_name']}: PENDING for {age(r['age_seconds'])}, infrastructure "
+    """PENDING runs older than the threshold: one finding, the evidence per queue, worst queue first."""
+    rows = ctx.obs.get("stranded_pending")
+    if not rows:
+        return
+    # Rows come oldest first; the queue with the oldest stranded run leads.
+    groups = sorted(_grouped(rows).items(), key=lambda item: -float(item[1][0]["age_seconds"]))
+    lines: list[str] = []
+    for where, runs in groups[:SHOWN]:
+        live, pool = int(runs[0]["live_workers"]), runs[0]["work_pool"]
+        serving = f"{live} live workers serve the pool" if pool else "no work pool"
+        lines.append(f"{where}: {len(runs)} runs, oldest {age(runs[0]['age_seconds'])}, {serving}")
+        shown = [
+            f"  run {r['run_id']} {r['run_name']}: PENDING for {age(r['age_seconds'])}, infrastructure "
             + (f"pid {r['infrastructure_pid']}" if r.get("infrastructure_pid") else "never reported")
-            for r in rows[:SHOWN]
+            for r in runs[:SHOWN_PER_QUEUE]
         ]
-        lines = _more(lines, len(rows))
-        pool = rows[0]["work_pool"]
-        lines.append(
-            f"live workers serving work pool {pool}: {live}" if pool else "these runs have no work pool"
-        )
-        yield Finding(
-            code="stranded_pending",
-            severity=Severity.CRITICAL,
-            title=f"{len(rows)} flow runs stranded in PENDING on {where} (oldest {age(rows[0]['age_seconds'])})",
-            evidence=tuple(lines),
-            why=(
-                "PENDING has no server-side timeout: a worker claimed these runs and died, or their "
-                "infrastructure never started. They keep holding the pool's and queue's concurrency slots."
-            ),
-            action=(
-                (
-                    "No live worker serves this pool: start one first, then cancel"
-                    if live == 0 and pool
-                    else "Cancel"
-                )
-                + " or reschedule each run (prefect flow-run cancel <id>, or set it to "
-                "Scheduled), after checking its infrastructure is really gone."
-            ),
-            runbook="PrefectFlowRunsStuckPending",
-            alerts=("PrefectFlowRunsStuckPending",),
-            data={
-                "work_pool": pool,
-                "work_queue": rows[0]["work_queue"],
-                "threshold_seconds": threshold,
-                "live_workers": live,
-                "runs": [
-                    {
-                        "id": r["run_id"],
-                        "name": r["run_name"],
-                        "age_seconds": r["age_seconds"],
-                        "infrastructure_pid": r.get("infrastructure_pid"),
-                    }
-                    for r in rows
-                ],
-            },
-        )
+        lines.extend(_more(shown, len(runs), "  "))
+    if len(groups) > SHOWN:
+        lines.append(f"… and {len(groups) - SHOWN} more queues")
+    unserved = sorted({r["work_pool"] for r in rows if r["work_pool"] and int(r["live_workers"]) == 0})
+    yield Finding(
+        code="stranded_pending",
+        severity=Severity.CRITICAL,
+        title=f"{len(rows)} flow runs stranded in PENDING on {plural(len(groups), 'work queue')} "
+        f"(oldest {age(max(float(r['age_seconds']) for r in rows))})",
+        evidence=tuple(lines),
+        why=(
+            "PENDING has no server-side timeout: a worker claimed these runs and died, or their "
+            "infrastructure never started. They keep holding the pool's and queue's concurrency slots."
+        ),
+        action=(
+            (
+                f"No live worker serves {_names(unserved)}: start one first, then cancel"
+                if unserved
+                else "Cancel"
+            )
+            + " or reschedule each run (prefect flow-run cancel <id>, or set it to "
+            "Scheduled), after checking its infrastructure is really gone."
+        ),
+        runbook="PrefectFlowRunsStuckPending",
+        alerts=("PrefectFlowRunsStuckPending",),
+        data={
+            "threshold_seconds": ctx.thresholds.pending_stale_seconds,
+            "pools_without_live_workers": unserved,
+            "queues": [
+                {
+                    "work_pool": runs[0]["work_pool"],
+                    "work_queue": runs[0]["work_queue"],
+                    "live_workers": int(runs[0]["live_workers"]),
+                    "runs": len(runs),
+                }
+                for _, runs in groups
+            ],
+            "runs": [
+                {
+                    "id": r["run_id"],
+                    "name": r["run_name"],
+                    "work_pool": r["work_pool"],
+                    "work_queue": r["work_queue"],
+                    "age_seconds": r["age_seconds"],
+                    "infrastructure_pid": r.get("infrastructure_pid"),
+                }
+                for r in rows
+            ],
+        },
+    )
 
 
 def zombies(ctx: Context) -> Iterable[Finding]:
@@ -455,39 +485,53 @@ def _late_reasons(ctx: Context, row: Row) -> list[str]:
     return reasons
 
 
+def _late_severity(ctx: Context, row: Row) -> Severity:
+    if row["pool_paused"] or row["queue_paused"]:
+        return Severity.INFO
+    if float(row["max_lateness_seconds"] or 0.0) >= ctx.doctor.late_critical_seconds:
+        return Severity.CRITICAL
+    return Severity.WARNING
+
+
 def late_runs(ctx: Context) -> Iterable[Finding]:
-    """Late runs per queue, and why they are late."""
-    for row in ctx.obs.get("queues"):
-        count = int(row["late_runs"])
-        if not count:
+    """Late runs and why they are late: one finding per severity, the evidence per queue, latest first."""
+    late = [r for r in ctx.obs.get("queues") if int(r["late_runs"])]
+    for severity in Severity:
+        rows = sorted(
+            (r for r in late if _late_severity(ctx, r) is severity),
+            key=lambda r: -float(r["max_lateness_seconds"] or 0.0),
+        )
+        if not rows:
             continue
-        lateness = float(row["max_lateness_seconds"] or 0.0)
-        reasons = _late_reasons(ctx, row)
-        paused = bool(row["pool_paused"] or row["queue_paused"])
-        if paused:
-            severity = Severity.INFO
-        elif lateness >= ctx.doctor.late_critical_seconds:
-            severity = Severity.CRITICAL
-        else:
-            severity = Severity.WARNING
+        reasons = {_queue(r): _late_reasons(ctx, r) for r in rows}
+        every = [reason for found in reasons.values() for reason in found]
         alerts = ["PrefectFlowRunsLate"]
-        if any(r.startswith("no live worker") for r in reasons):
-            alerts.append("PrefectWorkPoolNoOnlineWorkers")
-        if any(r.startswith("queue concurrency") for r in reasons):
-            alerts.append("PrefectWorkQueueConcurrencySaturated")
-        if any(r.startswith("pool concurrency") for r in reasons):
-            alerts.append("PrefectWorkPoolConcurrencySaturated")
-        examples = [f"run {e}" for e in row["late_examples"]]
+        for prefix, alert in (
+            ("no live worker", "PrefectWorkPoolNoOnlineWorkers"),
+            ("queue concurrency", "PrefectWorkQueueConcurrencySaturated"),
+            ("pool concurrency", "PrefectWorkPoolConcurrencySaturated"),
+        ):
+            if any(reason.startswith(prefix) for reason in every):
+                alerts.append(alert)
+        lines: list[str] = []
+        for r in rows[:SHOWN]:
+            why = "; ".join(reasons[_queue(r)]) or "no cause found in the database"
+            lines.append(
+                f"{_queue(r)}: {r['late_runs']} late, up to {age(r['max_lateness_seconds'])} — why: {why}"
+            )
+            examples = [f"  run {e}" for e in r["late_examples"][:SHOWN_PER_QUEUE]]
+            lines.extend(_more(examples, int(r["late_runs"]), "  "))
+        if len(rows) > SHOWN:
+            lines.append(f"… and {len(rows) - SHOWN} more queues")
+        total = sum(int(r["late_runs"]) for r in rows)
+        worst = max(float(r["max_lateness_seconds"] or 0.0) for r in rows)
+        paused = severity is Severity.INFO
         yield Finding(
             code="late_runs",
             severity=severity,
-            title=f"{count} late flow runs on {_queue(row)} (up to {age(lateness)} late)",
-            evidence=tuple(
-                [
-                    "why late: " + ("; ".join(reasons) if reasons else "no cause found in the database"),
-                    *_more(examples, count),
-                ]
-            ),
+            title=f"{plural(total, 'late flow run')} on {plural(len(rows), 'work queue')} (up to {age(worst)} late)"
+            + (", their pool or queue paused" if paused else ""),
+            evidence=tuple(lines),
             why=(
                 "A scheduled run starts only when a live worker polls its queue and the pool and queue "
                 "have free concurrency slots; Prefect marks it Late 15 s after its start time."
@@ -495,18 +539,24 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
             action=(
                 "Unpause the pool or queue if that was not meant."
                 if paused
-                else "Fix the first cause listed: start a worker for the pool, free or raise the concurrency "
-                "limit (stranded PENDING runs hold slots), or restart the worker that stopped polling."
+                else "Fix the first cause listed for each queue: start a worker for the pool, free or raise "
+                "the concurrency limit (stranded PENDING runs hold slots), or restart the worker that "
+                "stopped polling."
             ),
             runbook="PrefectFlowRunsLate",
             alerts=tuple(alerts),
             data={
-                "work_pool": row["work_pool"],
-                "work_queue": row["work_queue"],
-                "late_runs": count,
-                "max_lateness_seconds": lateness,
-                "reasons": reasons,
-                "examples": list(row["late_examples"]),
+                "queues": [
+                    {
+                        "work_pool": r["work_pool"],
+                        "work_queue": r["work_queue"],
+                        "late_runs": int(r["late_runs"]),
+                        "max_lateness_seconds": float(r["max_lateness_seconds"] or 0.0),
+                        "reasons": reasons[_queue(r)],
+                        "examples": list(r["late_examples"]),
+                    }
+                    for r in rows
+                ],
             },
         )
 

@@ -61,9 +61,10 @@ def _target(out: _Writer, target: TargetReport) -> None:
     if not target.reachable:
         out.lines.append(f"{head}: cannot reach the database: {target.error}")
         return
-    release = target.prefect_release or "no Prefect schema"
+    # The schema revision tells the first release that leaves it, not the release itself.
+    release = f"Prefect {target.prefect_release}+" if target.prefect_release else "no Prefect schema"
     out.lines.append(
-        f"{head}: {target.status.upper()} — PostgreSQL {target.server_version}, Prefect {release}"
+        f"{head}: {target.status.upper()} — PostgreSQL {target.server_version}, {release}"
         + (f" (schema {target.alembic_revision})" if target.alembic_revision else "")
         + f", diagnosed in {target.duration:.2f}s"
     )
