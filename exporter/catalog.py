@@ -120,7 +120,7 @@ class Catalog:
 
 
 _HEADER_KEYS = ("description", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
-_REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
+REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
 _METRIC_KEYS = ("name", "type", "help", "value", "labels", "fold")
 FOLDS = ("sum", "max", "min")
 _INCREMENTAL_KEYS = ("key", "cursor", "overlap", "limit")
@@ -182,7 +182,8 @@ def _read_metric(section: Section, incremental: bool) -> MetricSpec | None:
     return MetricSpec(name, mtype, help_text, value, tuple(labels), section.line(), fold)
 
 
-def _read_requires(section: Section | None) -> Requires:
+def read_requires(section: Section | None) -> Requires:
+    """Read a `requires:` section (collectors and diagnostic queries share its keys)."""
     if section is None:
         return Requires()
     columns: dict[str, tuple[str, ...]] = {}
@@ -253,7 +254,7 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
         sql=sql,
         ttl=top.get("ttl", as_seconds, 15.0),
         timeout=top.get("timeout", as_seconds, 5.0),
-        requires=_read_requires(top.section("requires", _REQUIRES_KEYS)),
+        requires=read_requires(top.section("requires", REQUIRES_KEYS)),
         metrics=tuple(metrics),
         incremental=incremental,
         header_line=header_line,

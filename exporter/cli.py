@@ -35,6 +35,7 @@ from exporter.config import (
     with_collector_flags,
 )
 from exporter.configcheck import check_config
+from exporter.doctor import command as doctor
 from exporter.errors import ConfigError, ExporterError
 from exporter.logs import setup_logging
 from exporter.registry import Exporter
@@ -341,7 +342,10 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
 
 
 # Subcommands: ``prefect-db-exporter NAME ...`` runs SUBCOMMANDS[NAME] with the remaining arguments.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    # The doctor has its own flags (exporter/doctor/command.py); its DSN default is the exporter's.
+    "doctor": lambda rest: doctor.main(rest, os.environ.get(DSN_ENV) or DEFAULT_DSN),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""HTTP endpoints: /metrics, /healthz, /readyz and a small status page at /."""
+"""HTTP endpoints: /metrics, /healthz, /readyz, /doctor and a small status page at /."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 
+from exporter.doctor.html import render_html
+from exporter.doctor.jsonreport import render_json
+from exporter.doctor.run import diagnose
 from exporter.registry import Exporter
 from exporter.status import CollectorState, CollectorStatus, TargetStatus
 from exporter.webconfig import BasicAuth, WebConfig
@@ -196,11 +199,26 @@ async def index(request: web.Request) -> web.Response:
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left;vertical-align:top}</style>"
         f"</head><body><h1>prefect-db-exporter {html.escape(status.version)}</h1>"
         f"<p><a href='{path}'>{path}</a> · <a href='/healthz'>/healthz</a> · "
-        f"<a href='/readyz'>/readyz</a> — up {uptime:.0f}s, config: {html.escape(status.config_source)}</p>"
+        f"<a href='/readyz'>/readyz</a> · <a href='/doctor'>/doctor</a> "
+        f"— up {uptime:.0f}s, config: {html.escape(status.config_source)}</p>"
         + "".join(_target_section(t) for t in status.targets)
         + "</body></html>"
     )
     return web.Response(text=body, content_type="text/html")
+
+
+async def doctor(request: web.Request) -> web.Response:
+    """Diagnose every target (or ``?target=NAME``): HTML, or JSON for ``Accept: application/json``."""
+    exporter = request.app[EXPORTER_KEY]
+    target = request.query.get("target")
+    if target is not None and exporter.target(target) is None:
+        raise web.HTTPBadRequest(
+            text=f"unknown target {target[:100]!r}; known targets: {', '.join(exporter.targets)}\n"
+        )
+    report, _ = await diagnose(exporter, target, running=True)
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.Response(text=render_json(report), content_type="application/json")
+    return web.Response(text=render_html(report), content_type="text/html")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -282,5 +300,6 @@ def make_app(
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/doctor", doctor)
     app.cleanup_ctx.append(_lifecycle)
     return app
