@@ -26,10 +26,14 @@ async def test_metrics_endpoint_serves_every_collector(prefect_db: TestDatabase)
     assert value(series, "prefect_db_up", target="prod") == 1.0
     assert value(series, "prefect_db_prefect_schema_present", target="prod") == 1.0
     assert value(series, "prefect_db_exporter_build_info") == 1.0
-    names = [c.name for c in load_catalog([DEFAULT_QUERY_DIR]).collectors]
-    for name in names:
+    for spec in load_catalog([DEFAULT_QUERY_DIR]).collectors:
+        name = spec.name
         enabled = value(series, "prefect_db_exporter_collector_enabled", target="prod", collector=name)
         success = value(series, "prefect_db_exporter_collector_success", target="prod", collector=name)
+        if "pg_stat_statements" in spec.requires.tables:
+            # The test databases do not CREATE EXTENSION pg_stat_statements: skipped, and says so.
+            assert enabled == 0.0, name
+            continue
         assert enabled == 1.0, name
         assert success == 1.0, name
     assert value(series, "process_resident_memory_bytes") is not None
