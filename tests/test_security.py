@@ -49,8 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NEWEST = PREFECT_VERSIONS[-1]
 # The tables deploy/exporter-role.sql grants SELECT on; nothing else.
 GRANTED = {
-    "alembic_version", "concurrency_limit", "concurrency_limit_v2", "deployment", "events", "flow",
-    "flow_run", "flow_run_state", "work_pool", "work_queue", "worker",
+    "alembic_version", "concurrency_limit", "concurrency_limit_v2", "deployment", "event_resources",
+    "events", "flow", "flow_run", "flow_run_state", "task_run", "work_pool", "work_queue", "worker",
 }  # fmt: skip
 
 
