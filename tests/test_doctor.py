@@ -145,7 +145,8 @@ async def test_access_exclusive_lock_with_three_waiters_names_the_holder_as_root
         await holder.execute("BEGIN; LOCK TABLE flow_run IN ACCESS EXCLUSIVE MODE")
         waiters = []
         for conn, statement in (
-            (first, "LOCK TABLE flow_run IN SHARE MODE"),
+            # A migration's DDL queued behind the holder: every later reader queues behind both.
+            (first, "LOCK TABLE flow_run IN ACCESS EXCLUSIVE MODE"),
             (second, "SELECT count(*) FROM flow_run"),
             (third, "SELECT count(*) FROM flow_run"),
         ):
@@ -161,15 +162,24 @@ async def test_access_exclusive_lock_with_three_waiters_names_the_holder_as_root
         assert set(pids) == {c.get_server_pid() for c in (holder, first, second, third)}
         assert pids[holder.get_server_pid()]["depth"] == 0
         assert pids[holder.get_server_pid()]["state"] == "idle in transaction"
+        assert pids[first.get_server_pid()]["depth"] == 1
+        for conn in (second, third):
+            # Blocked by the holder and by the DDL queued ahead: it hangs under the DDL.
+            assert set(pids[conn.get_server_pid()]["blocked_by"]) == {
+                holder.get_server_pid(),
+                first.get_server_pid(),
+            }
+            assert pids[conn.get_server_pid()]["depth"] == 2
         for conn in (first, second, third):
-            waiting = pids[conn.get_server_pid()]
-            assert waiting["depth"] >= 1 and waiting["waiting_relation"] == "flow_run"
+            assert pids[conn.get_server_pid()]["waiting_relation"] == "flow_run"
         assert "ROOT BLOCKER" in tree.evidence[0]
         # The doctor's own flow_run queries gave up (lock_timeout) instead of joining the queue.
         assert any("lock_timeout" in line for line in report.targets[0].incomplete)
         assert report.exit_code >= 1
         await holder.execute("ROLLBACK")
-        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        await asyncio.wait_for(waiters[0], 10)
+        await first.execute("ROLLBACK")
+        await asyncio.wait_for(asyncio.gather(*waiters[1:]), 10)
 
 
 async def test_deadlock_between_two_sessions_on_deployment_rows_is_a_storm(prefect_db: TestDatabase) -> None:

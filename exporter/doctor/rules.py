@@ -42,7 +42,8 @@ class DoctorThresholds:
     dead_tuples_min: int = 10000
     dead_tuples_ratio: float = 0.2
     autovacuum_age_seconds: float = 86400.0
-    # The deadlock counter is read twice this far apart.
+    # The deadlock counter is read twice this far apart: not shorter, because backends flush their
+    # statistics (deadlocks included) at most once a second.
     deadlock_window_seconds: float = 1.0
 
 
