@@ -7,8 +7,11 @@ import base64
 import io
 import json
 import socket
-from collections.abc import AsyncIterator, Coroutine
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -20,7 +23,8 @@ from aiohttp.test_utils import TestServer
 from helpers import eventually, exporter_for, split_password, target_for
 
 from devtools import seed
-from devtools.pgcluster import TestDatabase
+from devtools.pgcluster import PgCluster, TestDatabase
+from exporter.config import TargetConfig
 from exporter.doctor import command
 from exporter.doctor.findings import Finding, Report, Severity
 from exporter.doctor.jsonreport import SCHEMA_FILE, report_dict
@@ -141,7 +145,8 @@ async def test_access_exclusive_lock_with_three_waiters_names_the_holder_as_root
         await holder.execute("BEGIN; LOCK TABLE flow_run IN ACCESS EXCLUSIVE MODE")
         waiters = []
         for conn, statement in (
-            (first, "LOCK TABLE flow_run IN SHARE MODE"),
+            # A migration's DDL queued behind the holder: every later reader queues behind both.
+            (first, "LOCK TABLE flow_run IN ACCESS EXCLUSIVE MODE"),
             (second, "SELECT count(*) FROM flow_run"),
             (third, "SELECT count(*) FROM flow_run"),
         ):
@@ -157,15 +162,24 @@ async def test_access_exclusive_lock_with_three_waiters_names_the_holder_as_root
         assert set(pids) == {c.get_server_pid() for c in (holder, first, second, third)}
         assert pids[holder.get_server_pid()]["depth"] == 0
         assert pids[holder.get_server_pid()]["state"] == "idle in transaction"
+        assert pids[first.get_server_pid()]["depth"] == 1
+        for conn in (second, third):
+            # Blocked by the holder and by the DDL queued ahead: it hangs under the DDL.
+            assert set(pids[conn.get_server_pid()]["blocked_by"]) == {
+                holder.get_server_pid(),
+                first.get_server_pid(),
+            }
+            assert pids[conn.get_server_pid()]["depth"] == 2
         for conn in (first, second, third):
-            waiting = pids[conn.get_server_pid()]
-            assert waiting["depth"] >= 1 and waiting["waiting_relation"] == "flow_run"
+            assert pids[conn.get_server_pid()]["waiting_relation"] == "flow_run"
         assert "ROOT BLOCKER" in tree.evidence[0]
         # The doctor's own flow_run queries gave up (lock_timeout) instead of joining the queue.
         assert any("lock_timeout" in line for line in report.targets[0].incomplete)
         assert report.exit_code >= 1
         await holder.execute("ROLLBACK")
-        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        await asyncio.wait_for(waiters[0], 10)
+        await first.execute("ROLLBACK")
+        await asyncio.wait_for(asyncio.gather(*waiters[1:]), 10)
 
 
 async def test_deadlock_between_two_sessions_on_deployment_rows_is_a_storm(prefect_db: TestDatabase) -> None:
@@ -204,6 +218,54 @@ async def test_deadlock_between_two_sessions_on_deployment_rows_is_a_storm(prefe
     if expected == "true":
         assert "3.7.0" in storm.action and "PREFECT_WORKER_QUERY_SECONDS" in storm.action
     assert report.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def logging_cluster() -> Iterator[PgCluster]:
+    """A cluster writing its server log to files (csvlog), with a deployment table."""
+    pg = PgCluster.create(
+        Path(tempfile.mkdtemp(prefix="ppe-doctor-log-")),
+        settings={"logging_collector": "on", "log_destination": "csvlog", "log_directory": "log"},
+    )
+    pg.start()
+    pg.create_database("prefect")
+    pg.psql("CREATE TABLE deployment (id uuid PRIMARY KEY, last_polled timestamptz)", "prefect")
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+async def test_deadlock_storm_names_the_operations_from_the_server_log(logging_cluster: PgCluster) -> None:
+    update = "UPDATE deployment SET last_polled = now() WHERE id = $1"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    pattern = str(logging_cluster.data_dir / "log" / "*.csv")
+    target = TargetConfig(name="logged", dsn=logging_cluster.dsn("prefect"), server_log=pattern)
+    exporter = exporter_for(target, sampler=False)
+    a, b = [await asyncpg.connect(logging_cluster.dsn("prefect")) for _ in range(2)]
+    try:
+        await a.execute("INSERT INTO deployment (id) VALUES ($1), ($2)", first, second)
+        running = in_background(diagnose(exporter, doctor=DoctorThresholds(deadlock_window_seconds=6.0)))
+        await asyncio.sleep(0.5)
+        await a.execute("BEGIN"), await b.execute("BEGIN")
+        await a.execute(update, first), await b.execute(update, second)
+        outcomes = await asyncio.gather(
+            a.execute(update, second), b.execute(update, first), return_exceptions=True
+        )
+        assert sum(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcomes) == 1, outcomes
+        for conn in (a, b):
+            await conn.execute("ROLLBACK")
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        report, _ = await running
+    finally:
+        a.terminate(), b.terminate()
+        await exporter.close()
+    storm = only(report, "deadlock_storm")
+    assert storm.data["by_operation"] == {"deployment_last_polled_update": 1}
+    assert "deployment_last_polled_update 1" in storm.evidence[1]
+    # Without a Prefect schema the release is not known: the doctor says so instead of guessing.
+    assert storm.data["prefect_release"] == "unknown" and storm.data["poll_deadlocks"] is None
+    assert only(report, "no_prefect_schema").severity is Severity.WARNING
 
 
 async def test_idle_in_transaction_session_is_listed_by_pid(prefect_db: TestDatabase) -> None:
@@ -286,6 +348,26 @@ async def test_running_run_whose_heartbeats_stopped_is_a_zombie(prefect_db: Test
     assert 880 <= run["last_heartbeat_age_seconds"] < 900
     assert run["cadence_seconds"] == pytest.approx(60, abs=1)
     assert finding.severity is Severity.CRITICAL and report.exit_code == 2
+
+
+async def test_worker_still_online_without_heartbeats_and_a_queue_nobody_polls(
+    prefect_db: TestDatabase,
+) -> None:
+    async with sessions(prefect_db, 1) as (conn,):
+        pool = await seed.create_work_pool(conn, "pool-w", default_queue_last_polled_ago=3600)
+        # The foreman would have marked it OFFLINE after 90 s: it is not running.
+        await seed.create_worker(conn, pool.id, "worker-ghost", heartbeat_ago=1200, status="ONLINE")
+        flow = await seed.create_flow(conn, "flow")
+        await seed.create_deployment(conn, flow, pool.default_queue_id, "dep", last_polled_ago=3600)
+        report = await doctor(prefect_db)
+    workers = only(report, "stale_online_workers")
+    (ghost,) = workers.data["workers"]
+    assert ghost["worker"] == "worker-ghost" and ghost["work_pool"] == "pool-w"
+    assert 1200 <= ghost["heartbeat_age_seconds"] < 1230
+    queues = only(report, "unpolled_queues")
+    (queue,) = queues.data["queues"]
+    assert queue["work_queue"] == "default" and queue["deployments"] == 1 and queue["live_workers"] == 0
+    assert report.exit_code == 1
 
 
 async def test_late_runs_say_why(prefect_db: TestDatabase) -> None:

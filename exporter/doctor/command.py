@@ -64,7 +64,9 @@ def _unreachable(report: Report, err: TextIO) -> None:
             print(f"{PROG}: {target.target}: {target.error}", file=err)
 
 
-async def _run(exporter: Exporter, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _run(
+    exporter: Exporter, args: argparse.Namespace, out: TextIO, err: TextIO, last: list[int]
+) -> int:
     previous: dict[str, DeadlockSample | None] = {}
     try:
         while True:
@@ -75,6 +77,7 @@ async def _run(exporter: Exporter, args: argparse.Namespace, out: TextIO, err: T
                 _unreachable(report, err)
             else:
                 _print(report, args, out, clear=bool(args.watch))
+            last[:] = [report.exit_code]
             if not args.watch:
                 return report.exit_code
             await asyncio.sleep(args.watch)
@@ -100,7 +103,9 @@ def main(argv: Sequence[str], default_dsn: str, out: TextIO = sys.stdout, err: T
         known = ", ".join(exporter.targets)
         print(f"{PROG}: unknown target {args.target!r}; known targets: {known}", file=err)
         return ExitCode.UNREACHABLE
+    # The status of the latest report, for --watch ended by Ctrl-C.
+    last = [ExitCode.HEALTHY]
     try:
-        return asyncio.run(_run(exporter, args, out, err))
+        return asyncio.run(_run(exporter, args, out, err, last))
     except KeyboardInterrupt:
-        return ExitCode.HEALTHY
+        return last[0]

@@ -31,7 +31,8 @@ class Observations:
     # The deadlock counter at the start and at the end of the diagnosis (None: not readable).
     deadlocks_before: DeadlockSample | None
     deadlocks_after: DeadlockSample | None
-    # Deadlocks per Prefect operation from the server log since the exporter started (empty: not configured).
+    # Deadlocks per Prefect operation that the server log reported during the diagnosis
+    # (empty without a server_log).
     deadlocks_by_operation: Mapping[str, int] = field(default_factory=dict)
     # Queries that could not run, one line each.
     incomplete: tuple[str, ...] = ()

@@ -39,7 +39,7 @@ async def _fetch(
     return name, [dict(r) for r in rows]
 
 
-async def _deadlocks(db: TargetDatabase, catalog: Catalog, facts: TargetFacts) -> DeadlockSample | None:
+async def _deadlocks(db: TargetDatabase, facts: TargetFacts) -> DeadlockSample | None:
     _, rows = await _fetch(
         db,
         "database_stats",
@@ -60,7 +60,6 @@ async def observe(
     release_of: Any,
     window: float,
     previous: DeadlockSample | None = None,
-    deadlocks_by_operation: Mapping[str, int] | None = None,
 ) -> Observations:
     """Read everything the rules need; raise ConnectError when the database cannot be reached.
 
@@ -70,7 +69,7 @@ async def observe(
     """
     await db.ensure_connected()
     facts = await db.refresh_facts(2.0)
-    start = previous or await _deadlocks(db, catalog, facts)
+    start = previous or await _deadlocks(db, facts)
     # Sessions first: the doctor's own queries, waiting for a lock they then give up on, must not
     # appear in the lock tree they are meant to explain.
     first = [q for q in diagnostics.values() if q.name in FIRST]
@@ -97,13 +96,12 @@ async def observe(
             rows[name] = found
     if previous is None and start is not None:
         await asyncio.sleep(max(0.0, window - (time.monotonic() - start.taken)))
-    end = await _deadlocks(db, catalog, facts)
+    end = await _deadlocks(db, facts)
     return Observations(
         facts=facts,
         release=release_of(facts.alembic_revision),
         rows=rows,
         deadlocks_before=start,
         deadlocks_after=end,
-        deadlocks_by_operation=dict(deadlocks_by_operation or {}),
         incomplete=tuple(incomplete),
     )

@@ -42,7 +42,8 @@ class DoctorThresholds:
     dead_tuples_min: int = 10000
     dead_tuples_ratio: float = 0.2
     autovacuum_age_seconds: float = 86400.0
-    # The deadlock counter is read twice this far apart.
+    # The deadlock counter is read twice this far apart: not shorter, because backends flush their
+    # statistics (deadlocks included) at most once a second.
     deadlock_window_seconds: float = 1.0
 
 
@@ -529,8 +530,8 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
         yield Finding(
             code="late_runs",
             severity=severity,
-            title=f"{plural(total, 'late flow run')} on {plural(len(rows), 'work queue')} (up to {age(worst)} late)"
-            + (", their pool or queue paused" if paused else ""),
+            title=f"{plural(total, 'late flow run')} on {plural(len(rows), 'work queue')} "
+            f"(up to {age(worst)} late)" + (", their pool or queue paused" if paused else ""),
             evidence=tuple(lines),
             why=(
                 "A scheduled run starts only when a live worker polls its queue and the pool and queue "
@@ -674,7 +675,8 @@ def connections(ctx: Context) -> Iterable[Finding]:
                     f"max_connections {server['max_connections']}, reserved {server['reserved_connections']}",
                     *lines,
                 ),
-                why="Each Prefect API process opens its own pool (5 + 10 overflow by default); past the limit "
+                why="Each Prefect API process opens its own pool (5 + 10 overflow by default); past the "
+                "limit "
                 "new connections fail with 'too many clients' and API calls fail.",
                 action="Find the largest group above; reduce pool sizes or replicas, put PgBouncer in front, "
                 "or raise max_connections (restart needed).",
@@ -722,7 +724,8 @@ def transactions(ctx: Context) -> Iterable[Finding]:
     if idle:
         lines = [
             f"pid {r['pid']} {ctx.operation(r)} [{r['application_name'] or 'no application_name'}] "
-            f"{r['usename']}@{r['client_addr'] or 'local'}: idle for {age(r['state_age_seconds'])}, transaction "
+            f"{r['usename']}@{r['client_addr'] or 'local'}: idle for {age(r['state_age_seconds'])}, "
+            "transaction "
             f"open {age(r['xact_age_seconds'])}; last statement: "
             + str(r.get("query") or "").strip().replace("\n", " ")[:120]
             for r in idle[:SHOWN]
@@ -748,7 +751,8 @@ def transactions(ctx: Context) -> Iterable[Finding]:
     ]
     if long:
         lines = [
-            f"pid {r['pid']} {ctx.operation(r)} [{r['application_name'] or 'no application_name'}]: transaction "
+            f"pid {r['pid']} {ctx.operation(r)} [{r['application_name'] or 'no application_name'}]: "
+            "transaction "
             f"open {age(r['xact_age_seconds'])}; statement: "
             + str(r.get("query") or "").strip().replace("\n", " ")[:120]
             for r in long[:SHOWN]
@@ -756,7 +760,8 @@ def transactions(ctx: Context) -> Iterable[Finding]:
         yield Finding(
             code="long_transactions",
             severity=Severity.WARNING,
-            title=f"{len(long)} transactions have been running for more than {age(ctx.doctor.long_transaction_seconds)}",
+            title=f"{len(long)} transactions have been running for more than "
+            f"{age(ctx.doctor.long_transaction_seconds)}",
             evidence=tuple(_more(lines, len(long))),
             why="A long transaction holds its locks and its snapshot: vacuum cannot clean up behind it and "
             "Prefect's hot tables bloat.",
@@ -802,7 +807,8 @@ def tables(ctx: Context) -> Iterable[Finding]:
             severity=Severity.WARNING,
             title=f"{len(bloated)} Prefect tables carry many dead tuples",
             evidence=tuple(
-                f"{n}: {d} dead tuples ({ratio:.0%}), last autovacuum {age(v)}{' ago' if v is not None else ''}"
+                f"{n}: {d} dead tuples ({ratio:.0%}), last autovacuum "
+                + (f"{age(v)} ago" if v is not None else "never")
                 for n, d, ratio, v in bloated
             ),
             why="Prefect rewrites rows of its hot tables on every poll, state change and heartbeat; when "
@@ -828,7 +834,8 @@ def tables(ctx: Context) -> Iterable[Finding]:
             continue
         r = rows[name]
         inserts = int(r.get("inserts") or 0)
-        line = f"{name}: {size(r.get('size_bytes'))}, {int(r.get('live_tuples') or 0)} live rows, {inserts} rows inserted"
+        live = int(r.get("live_tuples") or 0)
+        line = f"{name}: {size(r.get('size_bytes'))}, {live} live rows, {inserts} rows inserted"
         lines.append(line + (" since statistics were reset" if reset else " since the server started"))
         data.append(
             {
@@ -845,7 +852,8 @@ def tables(ctx: Context) -> Iterable[Finding]:
             title="Size and growth of Prefect's history tables",
             evidence=tuple(lines),
             why="events, event_resources, log and flow_run_state grow with every run; only events (and, "
-            "from 3.1.15, event_resources) are trimmed by Prefect, after PREFECT_SERVER_EVENTS_RETENTION_PERIOD.",
+            "from 3.1.15, event_resources) are trimmed by Prefect, after "
+            "PREFECT_SERVER_EVENTS_RETENTION_PERIOD.",
             action="Watch their growth on the Tables dashboard; delete old log rows yourself (Prefect OSS "
             "keeps them forever).",
             runbook="PrefectPostgresDeadTuplesHigh",

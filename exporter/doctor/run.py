@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 
 from exporter import __version__
 from exporter.doctor.findings import Report, TargetReport, ranked
@@ -34,11 +36,17 @@ async def diagnose_target(
     """Diagnose one target; return its report and the deadlock sample the next ``--watch`` round starts from.
 
     ``running`` says the target belongs to a running exporter: its status snapshot (collector
-    states) and its server-log deadlock counts are then part of the diagnosis.
+    states) is then part of the diagnosis. With a ``server_log``, the deadlocks the log reports
+    during the diagnosis are attributed to Prefect operations.
     """
     started = time.monotonic()
     status = target.status() if running else None
-    by_operation = dict(status.server_log.by_operation) if status and status.server_log else {}
+    server_log = target.server_log
+    if server_log is not None:
+        # Read the log up to now (from its end when nobody follows it yet), so that only the
+        # deadlocks of the window are attributed.
+        server_log.poll(first=server_log.following is None)
+    before = Counter(server_log.status().by_operation) if server_log is not None else Counter[str]()
     try:
         obs = await observe(
             target.db,
@@ -47,8 +55,11 @@ async def diagnose_target(
             target.releases.describe,
             doctor.deadlock_window_seconds,
             previous,
-            by_operation,
         )
+        if server_log is not None:
+            server_log.poll()
+            window = Counter(server_log.status().by_operation) - before
+            obs = replace(obs, deadlocks_by_operation=dict(window))
     except (ConnectError, QueryError) as error:
         report = TargetReport(
             target=target.name,

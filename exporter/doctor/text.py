@@ -7,6 +7,7 @@ import textwrap
 from typing import TextIO
 
 from exporter.doctor.findings import Finding, Report, Severity, TargetReport
+from exporter.releases import UNKNOWN
 
 _COLOURS = {Severity.CRITICAL: "\033[1;31m", Severity.WARNING: "\033[1;33m", Severity.INFO: "\033[36m"}
 _RESET = "\033[0m"
@@ -62,11 +63,18 @@ def _target(out: _Writer, target: TargetReport) -> None:
         out.lines.append(f"{head}: cannot reach the database: {target.error}")
         return
     # The schema revision tells the first release that leaves it, not the release itself.
-    release = f"Prefect {target.prefect_release}+" if target.prefect_release else "no Prefect schema"
-    out.lines.append(
+    if target.prefect_release is None:
+        release = "no Prefect schema"
+    elif target.prefect_release == UNKNOWN:
+        release = "Prefect release unknown"
+    else:
+        release = f"Prefect {target.prefect_release}+"
+    out.wrap(
         f"{head}: {target.status.upper()} — PostgreSQL {target.server_version}, {release}"
         + (f" (schema {target.alembic_revision})" if target.alembic_revision else "")
-        + f", diagnosed in {target.duration:.2f}s"
+        + f", diagnosed in {target.duration:.2f}s",
+        "  ",
+        "",
     )
     out.lines.append("")
     for severity in Severity:
