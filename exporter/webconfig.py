@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import contextlib
+import hashlib
 import logging
 import os
 import ssl
