@@ -41,14 +41,15 @@ _NOT_LOST: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError, Timeou
 def is_connection_loss(error: BaseException, connection: asyncpg.Connection | None = None) -> bool:
     """True when ``error`` means the connection or the server is gone, not that the query failed.
 
-    An ``InterfaceError`` is the driver refusing a misuse (a bug to report as ``error``), unless the
-    connection it came from is closed: then the server closed it under us.
+    An ``InterfaceError`` (or ``InternalClientError``) is the driver refusing a misuse or losing track
+    of its state (a bug to report as ``error``), unless the connection it came from is closed: then the
+    server closed it under us.
     """
     if isinstance(error, _NOT_LOST):
         return False
     if isinstance(error, _LOST):
         return True
-    if isinstance(error, asyncpg.InterfaceError):
+    if isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError):
         return connection is not None and connection.is_closed()
     return False
 
@@ -265,7 +266,9 @@ class TargetDatabase:
                         await conn.execute("SELECT set_config($1, $2, false)", name, value, timeout=timeout)
                     rows: list[asyncpg.Record] = await conn.fetch(sql, timeout=timeout)
                     return rows
-                except asyncpg.InterfaceError as error:
+                # asyncpg raises InternalClientError ("cannot switch to state …") when the server closed
+                # a pooled session while it sat idle (pg_terminate_backend, idle_session_timeout).
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
                     if is_connection_loss(error, conn):
                         raise _ConnectionLost(error) from None
                     raise QueryError(describe(error), "error") from None

@@ -46,3 +46,5 @@ def test_an_interface_error_is_a_bug_not_a_lost_connection() -> None:
     misuse = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
     assert not is_connection_loss(misuse)
     assert query_status(misuse) == "error"
+    confused = asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+    assert not is_connection_loss(confused)  # only with a closed connection (see TargetDatabase._fetch_once)
