@@ -20,22 +20,47 @@ APPLICATION_NAME = "prefect-db-exporter"
 FACTS_MAX_AGE = 300.0
 MAX_BACKOFF = 30.0
 
-# Errors that mean "this connection (or the server) is gone", as opposed to "this query failed".
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+# Errors that mean "this connection (or the server) is gone", as opposed to "this query failed", by
+# asyncpg's own SQLSTATE classes: class 08 (connection exception, which asyncpg also raises when the
+# socket closes under a query), the operator interventions (57P01 admin shutdown or pg_terminate_backend,
+# 57P02 crash shutdown, 57P03 cannot connect now, 57P04 database dropped, 57P05 idle_session_timeout)
+# except a cancelled query (57014, a timeout), 25P03 idle_in_transaction_session_timeout, 53300 too
+# many connections, 3D000 (the database does not exist: dropped) and class 28 (the login is refused).
+_LOST: tuple[type[BaseException], ...] = (
     OSError,
-    asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.IdleInTransactionSessionTimeoutError,
     asyncpg.TooManyConnectionsError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidPasswordError,
     asyncpg.InvalidCatalogNameError,
-    asyncpg.ConnectionFailureError,
-    # Raised when the server closed the connection under a pooled, idle session.
-    asyncpg.InternalClientError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
+_NOT_LOST: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError, TimeoutError)
+
+
+def is_connection_loss(error: BaseException, connection: asyncpg.Connection | None = None) -> bool:
+    """True when ``error`` means the connection or the server is gone, not that the query failed.
+
+    An ``InterfaceError`` (or ``InternalClientError``) is the driver refusing a misuse or losing track
+    of its state (a bug to report as ``error``), unless the connection it came from is closed: then the
+    server closed it under us.
+    """
+    if isinstance(error, _NOT_LOST):
+        return False
+    if isinstance(error, _LOST):
+        return True
+    if isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return connection is not None and connection.is_closed()
+    return False
+
+
+class _ConnectionLost(Exception):
+    """Carries a lost connection's error from ``_fetch_once`` to the retry in ``fetch``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 # The driver parses the DSN only when connecting; what it rejects there is a connect failure.
 _DSN_ERRORS: tuple[type[BaseException], ...] = (ValueError, OverflowError)
@@ -60,7 +85,7 @@ def query_status(error: BaseException) -> str:
         return "permission"
     if isinstance(error, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
         return "schema"
-    if isinstance(error, _CONNECTION_ERRORS):
+    if is_connection_loss(error):
         return "connection"
     return "error"
 
@@ -150,7 +175,8 @@ class TargetDatabase:
             except ConnectError as error:
                 self._failed(str(error))
                 raise
-            except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS, *_DSN_ERRORS) as error:
+            # Whatever stops a connect (refused, login, driver configuration) is a connect failure.
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, *_DSN_ERRORS) as error:
                 self._failed(describe(error))
                 raise ConnectError(self.last_error or "cannot connect") from None
             self._pool = pool
@@ -167,7 +193,7 @@ class TargetDatabase:
                 timeout=self.config.connect_timeout,
                 server_settings=self.server_settings(),
             )
-        except (TimeoutError, asyncpg.PostgresError, *_CONNECTION_ERRORS, *_DSN_ERRORS) as error:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, *_DSN_ERRORS) as error:
             raise ConnectError(f"cannot connect to {self.config.safe_dsn}: {describe(error)}") from None
 
     def _failed(self, message: str) -> None:
@@ -212,8 +238,8 @@ class TargetDatabase:
             assert pool is not None
             try:
                 return await self._fetch_once(pool, sql, timeout, settings, acquire_timeout)
-            except _CONNECTION_ERRORS as failed:
-                error = failed
+            except _ConnectionLost as lost:
+                error = lost.error
             # One dead connection (a terminated backend) is replaced by the pool on the next
             # acquire, so retry on the same pool first; a second one in a row means the server
             # restarted, and only then is the pool replaced, unless a concurrent query already did.
@@ -235,17 +261,27 @@ class TargetDatabase:
         waiting = acquire_timeout if acquire_timeout is not None else timeout
         try:
             async with pool.acquire(timeout=max(0.001, waiting)) as conn:
-                for name, value in (settings or {}).items():
-                    await conn.execute("SELECT set_config($1, $2, false)", name, value, timeout=timeout)
-                rows: list[asyncpg.Record] = await conn.fetch(sql, timeout=timeout)
-                return rows
+                try:
+                    for name, value in (settings or {}).items():
+                        await conn.execute("SELECT set_config($1, $2, false)", name, value, timeout=timeout)
+                    rows: list[asyncpg.Record] = await conn.fetch(sql, timeout=timeout)
+                    return rows
+                # asyncpg raises InternalClientError ("cannot switch to state …") when the server closed
+                # a pooled session while it sat idle (pg_terminate_backend, idle_session_timeout).
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
+                    if is_connection_loss(error, conn):
+                        raise _ConnectionLost(error) from None
+                    raise QueryError(describe(error), "error") from None
         # TimeoutError is an OSError: it must be caught before the connection errors.
         except TimeoutError:
             raise QueryError(f"no answer within {timeout:g}s", "timeout") from None
-        except _CONNECTION_ERRORS:
-            raise
-        except asyncpg.PostgresError as error:
+        except (OSError, asyncpg.PostgresError) as error:
+            if is_connection_loss(error):
+                raise _ConnectionLost(error) from None
             raise QueryError(describe(error), query_status(error)) from None
+        except asyncpg.InterfaceError as error:
+            # From the pool itself: a concurrent reconnect closed it under this query; retry on the new one.
+            raise _ConnectionLost(error) from None
 
     async def result_columns(self, sql: str, timeout: float) -> list[str]:
         """Return the column names ``sql`` would return, without running it."""
@@ -257,7 +293,7 @@ class TargetDatabase:
                 return [attribute.name for attribute in statement.get_attributes()]
         except TimeoutError:
             raise QueryError(f"no answer within {timeout:g}s", "timeout") from None
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as error:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise QueryError(describe(error), query_status(error)) from None
 
     async def ping(self, timeout: float) -> None:

@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
+import os
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +40,9 @@ from exporter.validation import Section, as_bool, as_path, one_of
 from exporter.yamlload import LineDict, load_mapping, read_document
 
 log = logging.getLogger(__name__)
+
+# How much lower than the rest of the process bcrypt checks run (nice 0-19 on Linux).
+CHECK_NICENESS = 15
 
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "http_server_config")
 _TLS_KEYS = ("cert_file", "key_file", "min_version")
@@ -82,15 +88,27 @@ class WebConfig:
         return context
 
 
+def _lower_priority() -> None:
+    """Make the calling (checking) thread yield the CPU to the event loop's thread.
+
+    On Linux a nice value belongs to a thread, so scrapes keep their CPU while strangers' passwords are
+    checked with what is left over. Elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes, off the event loop.
 
     bcrypt is slow on purpose (a quarter of a second at cost 12). Run on the event loop, a flood of
     wrong passwords would stall every scrape and the sampler, so checks run in a small pool of their
     own, at most ``max_waiting`` queued (beyond that a request is refused without a check, so a flood
-    cannot build an unbounded backlog). A successful check is remembered for ``ttl`` seconds, keyed by
-    a digest of user, password and hash (never the password itself), so a scrape every few seconds
-    pays for bcrypt once; failures are never remembered, as anyone could fill such a cache.
+    cannot build an unbounded backlog). A successful check is remembered, keyed by a digest of user,
+    password and hash (never the password itself), until it has gone unused for ``ttl`` seconds: a
+    scraper coming back every few seconds pays for bcrypt once and never waits behind a flood of
+    strangers' checks, and credentials no longer used leave memory within a minute. Failures are never
+    remembered, as anyone could fill such a cache.
     """
 
     def __init__(
@@ -107,7 +125,9 @@ class BasicAuth:
         self.max_waiting = max_waiting
         self.clock = clock
         # bcrypt releases the GIL; one worker leaves the other cores to the event loop and the queries.
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="basic-auth")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="basic-auth", initializer=_lower_priority
+        )
         self._verified: dict[bytes, float] = {}
         self._waiting = 0
         self.checks = 0  # bcrypt checks run (cache misses), for tests and benchmarks
@@ -132,6 +152,7 @@ class BasicAuth:
         key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
         now = self.clock()
         if self._verified.get(key, 0.0) > now:
+            self._verified[key] = now + self.ttl
             return True
         bcrypt = _bcrypt()
         if bcrypt is None:
