@@ -146,6 +146,8 @@ class Window:
     start: float
     end: float
     step: float
+    # When stats, bar gauges and tables are read (the end unless given).
+    at: float | None = None
 
 
 @dataclass
@@ -185,7 +187,8 @@ class Source:
         ]
 
     async def instant(self, target: Board) -> list[Series]:
-        result = await self.prom.query(self.variables.substitute(target["expr"]), at=self.window.end)
+        at = self.window.end if self.window.at is None else self.window.at
+        result = await self.prom.query(self.variables.substitute(target["expr"]), at=at)
         return [
             Series(
                 legend(target.get("legendFormat", ""), item["metric"]),
