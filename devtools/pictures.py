@@ -31,7 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 
 from devtools import grafana, promstack
 from devtools.grafana import Board, Variables
@@ -60,6 +60,7 @@ COLUMN_INCHES: Final = 0.8
 ROW_INCHES: Final = 0.42
 DPI: Final = 72
 LEGEND_ENTRIES: Final = 8
+TICK_SECONDS: Final = (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600)
 LABEL_INCHES: Final = {"timeseries": 0.8, "state-timeline": 1.6, "bargauge": 1.6}
 
 
@@ -145,6 +146,8 @@ class Window:
     start: float
     end: float
     step: float
+    # When stats, bar gauges and tables are read (the end unless given).
+    at: float | None = None
 
 
 @dataclass
@@ -184,7 +187,8 @@ class Source:
         ]
 
     async def instant(self, target: Board) -> list[Series]:
-        result = await self.prom.query(self.variables.substitute(target["expr"]), at=self.window.end)
+        at = self.window.end if self.window.at is None else self.window.at
+        result = await self.prom.query(self.variables.substitute(target["expr"]), at=at)
         return [
             Series(
                 legend(target.get("legendFormat", ""), item["metric"]),
@@ -220,14 +224,19 @@ def day(moment: float) -> float:
 
 
 def _time_axis(ax: Axes, window: Window) -> None:
+    """Ticks on round times, as Grafana puts them: the first spacing giving at most six ticks."""
     ax.set_xlim(day(window.start), day(window.end))
-    ax.xaxis.set_major_formatter(
-        FuncFormatter(lambda v, _: datetime.fromtimestamp(v * 86400).strftime("%H:%M"))
-    )
-    ax.xaxis.set_major_locator(MaxNLocator(6))
+    seconds = window.end - window.start
+    spacing = next((s for s in TICK_SECONDS if seconds / s <= 6), TICK_SECONDS[-1])
+    spec = "%H:%M" if spacing >= 60 else "%H:%M:%S"
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: datetime.fromtimestamp(v * 86400).strftime(spec)))
+    ax.xaxis.set_major_locator(MultipleLocator(spacing / 86400))
 
 
 def draw_timeseries(ax: Axes, panel: Board, series: list[Series], window: Window) -> None:
+    if not series:
+        _blank(ax, panel["title"], "No data")
+        return
     _style(ax, panel["title"])
     defaults = panel["fieldConfig"]["defaults"]
     unit = defaults.get("unit", "short")
@@ -451,9 +460,40 @@ def draw_timeline(ax: Axes, panel: Board, series: list[Series], window: Window) 
 # Drawing boards -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Event:
+    """An annotation: when it happened, its colour and its name."""
+
+    moment: float
+    color: str
+    name: str
+
+
+async def events(source: Source, board: Board) -> list[Event]:
+    """The board's annotations in the window: the first moment of each run of samples."""
+    found = []
+    for annotation in (board.get("annotations") or {}).get("list") or []:
+        if not annotation.get("expr"):
+            continue
+        for series in await source.range(annotation):
+            previous = -math.inf
+            for moment in series.times:
+                if moment - previous > source.window.step * 1.5:
+                    found.append(Event(moment, color(annotation.get("iconColor")), annotation["name"]))
+                previous = moment
+    return found
+
+
+def mark(ax: Axes, marks: list[Event]) -> None:
+    """Draw annotations as Grafana does: a dashed vertical line at each event."""
+    for event in marks:
+        ax.axvline(day(event.moment), color=event.color, linestyle="--", linewidth=1.2, alpha=0.9)
+
+
 async def draw_board(source: Source, board: Board, out: Path) -> Drawn:
     """Draw one board into the PNG ``out``."""
     drawn = Drawn(out)
+    marks = await events(source, board)
     every = list(grafana.panels(board))
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in every)
     figure = Figure(figsize=(COLUMNS * COLUMN_INCHES, (height + 2) * ROW_INCHES), dpi=DPI)
@@ -467,7 +507,8 @@ async def draw_board(source: Source, board: Board, out: Path) -> Drawn:
         0.99,
         1 - 0.6 / total,
         f"drawn by `make pictures` from a live Prometheus, {moment}, last "
-        f"{(source.window.end - source.window.start) / 60:.0f} minutes",
+        f"{(source.window.end - source.window.start) / 60:.0f} minutes; annotations: "
+        + (", ".join(sorted({e.name for e in marks})) or "none"),
         color=FAINT,
         fontsize=9,
         ha="right",
@@ -512,8 +553,12 @@ async def draw_board(source: Source, board: Board, out: Path) -> Drawn:
         (drawn.with_data if series else drawn.without_data).append(panel["title"])
         if kind == "timeseries":
             draw_timeseries(ax, panel, series, source.window)
+            if series:
+                mark(ax, marks)
         elif kind == "state-timeline":
             draw_timeline(ax, panel, series, source.window)
+            if series:
+                mark(ax, marks)
         elif kind == "stat":
             draw_stat(ax, panel, series)
         elif kind == "bargauge":
@@ -545,7 +590,16 @@ def progress(message: str) -> None:
     print(f"[pictures] {message}", file=sys.stderr, flush=True)
 
 
-async def _record(dsn: str, seconds: float, out_dir: Path) -> list[Drawn]:
+# The live pool's workers stay alive while the scene records, as running workers would (the seeded dead
+# workers of the other pool, last seen an hour ago or more, stay dead).
+HEARTBEAT_SQL: Final = """
+UPDATE worker SET last_heartbeat_time = clock_timestamp(), status = 'ONLINE'
+WHERE work_pool_id = (SELECT id FROM work_pool WHERE name = $1)
+  AND last_heartbeat_time > clock_timestamp() - interval '10 minutes'
+"""
+
+
+async def _record(dsn: str, server_log: Path, seconds: float, out_dir: Path) -> list[Drawn]:
     from aiohttp import web
 
     from devtools import scene, seed
@@ -553,7 +607,8 @@ async def _record(dsn: str, seconds: float, out_dir: Path) -> list[Drawn]:
     from exporter.registry import Exporter
     from exporter.web import make_app
 
-    config = Config(targets=(TargetConfig(name=TARGET, dsn=dsn),), listen_host="127.0.0.1", listen_port=0)
+    target = TargetConfig(name=TARGET, dsn=dsn, server_log=str(server_log))
+    config = Config(targets=(target,), listen_host="127.0.0.1", listen_port=0)
     exporter = Exporter.from_config(config)
     runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False)
     await runner.setup()
@@ -581,6 +636,7 @@ async def _record(dsn: str, seconds: float, out_dir: Path) -> list[Drawn]:
             crashed = 0
             for tick in range(int(seconds)):
                 if tick % 5 == 0:
+                    await trouble.setup.execute(HEARTBEAT_SQL, seed.DEMO_POOLS[0])
                     # Flow runs moving through their states on the ETL pool: transitions to plot.
                     run = await seed.create_flow_run(
                         trouble.setup,
@@ -634,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         template = ensure_template(cluster, VERSION)
         cluster.create_database("prefect", template=template)
         progress(f"recording the trouble scene for {args.seconds:.0f} s")
-        drawn = asyncio.run(_record(cluster.dsn("prefect"), args.seconds, args.out))
+        drawn = asyncio.run(_record(cluster.dsn("prefect"), cluster.log_path, args.seconds, args.out))
     finally:
         cluster.destroy()
     for board in drawn:

@@ -282,9 +282,14 @@ async def test_every_panel_and_alert_expression(
             failures += await check_variables(prom)
             failures += await check_rules(prom, len(alerts))
             # The README's pictures are drawn this way (make pictures): every board, from this Prometheus.
-            window = pictures.Window(drawing_from, at, step=1.0)
+            # Graphs end one step past `at`, so that their last step sees the scrape `at` saw; the rest is
+            # read at `at`, the complete scrape.
+            window = pictures.Window(drawing_from, at + 1.0, step=1.0, at=at)
             drawn = await pictures.draw_all(pictures.Source(prom, VARIABLES, window), tmp_path)
+            source = pictures.Source(prom, VARIABLES, window)
+            marked = await pictures.events(source, grafana.load(DASHBOARDS[0]))
     assert not failures, "\n".join(failures)
+    assert {m.name for m in marked} == {"Exporter reloads"}, marked
     assert [d.path.name for d in drawn] == [f"{p.stem}.png" for p in DASHBOARDS]
     allowed_empty = {tuple(key.split(": ")[:2]) for key in EXPECTED_EMPTY}
     for board in drawn:
