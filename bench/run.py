@@ -868,6 +868,8 @@ def prepare(cluster: PgCluster, scales: Sequence[float], force: bool) -> dict[st
     databases: dict[str, str] = {}
     for scale in scales:
         name, anchor = ensure_database(cluster, scale, force=force)
+        # poll_amplification reads it; databases built from templates older than the extension lack it.
+        cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;", name)
         asyncio.run(shift_to_now(cluster.dsn(name), name, scale, anchor))
         databases[f"{scale:.1f}"] = name
     return databases
@@ -930,6 +932,28 @@ async def measure_all(
     results["rss"] = await bench_rss(cluster, main_db, warm_scrapes=10)
 
 
+def collectors_table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The per-collector figures of ``bench_collectors`` as a Markdown table, one row per scale."""
+    lines = [
+        "| scale | collector | median ms | p99 ms | server ms | buffers hit/read | rows | plan |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scale, entries in results.items():
+        for c in entries:
+            if "skipped" in c:
+                lines.append(f"| {scale} | {c['collector']} | skipped: {c['skipped']} | | | | | |")
+                continue
+            server = c.get("server", {})
+            hit = server.get("shared_blks_hit_per_call", "")
+            read = server.get("shared_blks_read_per_call", "")
+            plan = "OK" if c["plan"]["ok"] else "Seq Scan on " + ", ".join(c["plan"]["seq_scans_on_history"])
+            lines.append(
+                f"| {scale} | {c['collector']} | {c['median_ms']} | {c['p99_ms']} |"
+                f" {server.get('mean_ms', '')} | {hit}/{read} | {c['rows']} | {plan} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: ``python -m bench.run``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -940,9 +964,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampler-seconds", type=float, default=60.0, help="sampler CPU window")
     parser.add_argument("--force", action="store_true", help="rebuild the databases")
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<date>.json)")
+    parser.add_argument(
+        "--collectors",
+        help="comma-separated collector names: measure only their latency, server time and plans "
+        "(no scrapes, sampler or memory; nothing written to bench/results)",
+    )
     args = parser.parse_args(argv)
     cluster = ensure_cluster()
     databases = prepare(cluster, (1.0, 0.1), args.force)
+    if args.collectors:
+        catalog = load_catalog([DEFAULT_QUERY_DIR]).select(args.collectors.split(","), [])
+        only = asyncio.run(bench_collectors(cluster, databases, catalog, args.runs, args.warmup))
+        print(collectors_table(only))
+        return
     results = asyncio.run(measure(cluster, databases, args))
     output = args.output or RESULTS_DIR / f"{datetime.now(UTC):%Y-%m-%d}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
