@@ -1139,6 +1139,8 @@ def prepare(cluster: PgCluster, builds: Sequence[Build], force: bool) -> dict[st
     databases: dict[str, str] = {}
     for build in builds:
         name, anchor = ensure_database(cluster, build, force=force)
+        # poll_amplification reads it; databases built from templates older than the extension lack it.
+        cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;", name)
         asyncio.run(shift_to_now(cluster.dsn(name), build, anchor))
         databases[build.key] = name
     return databases
@@ -1211,6 +1213,28 @@ async def measure_all(
     results["cold_start"] = await bench_cold_start(cluster, main_db)
 
 
+def collectors_table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The per-collector figures of ``bench_collectors`` as a Markdown table, one row per scale."""
+    lines = [
+        "| scale | collector | median ms | p99 ms | server ms | buffers hit/read | rows | plan |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scale, entries in results.items():
+        for c in entries:
+            if "skipped" in c:
+                lines.append(f"| {scale} | {c['collector']} | skipped: {c['skipped']} | | | | | |")
+                continue
+            server = c.get("server", {})
+            hit = server.get("shared_blks_hit_per_call", "")
+            read = server.get("shared_blks_read_per_call", "")
+            plan = "OK" if c["plan"]["ok"] else "Seq Scan on " + ", ".join(c["plan"]["seq_scans_on_history"])
+            lines.append(
+                f"| {scale} | {c['collector']} | {c['median_ms']} | {c['p99_ms']} |"
+                f" {server.get('mean_ms', '')} | {hit}/{read} | {c['rows']} | {plan} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: ``python -m bench.run``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1230,10 +1254,20 @@ def main(argv: list[str] | None = None) -> None:
         help=f"also write the tables into {DOCS_FILE.relative_to(REPO_ROOT)}",
     )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<date>.json)")
+    parser.add_argument(
+        "--collectors",
+        help="comma-separated collector names: measure only their latency, server time and plans "
+        "(no scrapes, sampler or memory; nothing written to bench/results)",
+    )
     args = parser.parse_args(argv)
     cluster = ensure_cluster()
     builds = [b for key, b in BUILDS.items() if key != "live" or not args.no_live_scale]
     databases = prepare(cluster, builds, args.force)
+    if args.collectors:
+        catalog = load_catalog([DEFAULT_QUERY_DIR]).select(args.collectors.split(","), [])
+        only = asyncio.run(bench_collectors(cluster, databases, catalog, args.runs, args.warmup))
+        print(collectors_table(only))
+        return
     results = asyncio.run(measure(cluster, databases, args))
     output = args.output or RESULTS_DIR / f"{datetime.now(UTC):%Y-%m-%d}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -322,6 +322,9 @@ def ensure_template(cluster: PgCluster, version: str) -> str:
     head = cluster.psql("SELECT version_num FROM alembic_version;", name).strip()
     if not head:
         raise PrefectEnvError(f"prefect {version} migrations left alembic_version empty in {name}")
+    # As on most Prefect databases whose server preloads it (the test clusters do): the
+    # poll_amplification collector reads it, and every copy of the template gets it.
+    cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;", name)
     # Nobody may connect to a template: CREATE DATABASE ... TEMPLATE fails while anyone is.
     cluster.psql(
         'ALTER DATABASE :"db" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false;\n'

@@ -10,6 +10,7 @@ last_polled updates deadlock for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -93,6 +94,27 @@ async def waiting(observer: asyncpg.Connection, pid: int) -> bool:
     return event == "Lock"
 
 
+async def machinery_trouble(conn: asyncpg.Connection, flow: uuid.UUID, queue: uuid.UUID) -> None:
+    """What the prefect-db-machinery alerts watch: Prefect's services stalled (tests/test_machinery.py)."""
+    # Late marking stalled: a run still Scheduled 400 s past its start.
+    await seed.create_flow_run(
+        conn, flow_id=flow, queue_id=queue, state_type="SCHEDULED", next_scheduled_in=-400
+    )
+    # Foreman stalled: a worker stored ONLINE that has been silent for 10 minutes.
+    pool = await conn.fetchval("SELECT work_pool_id FROM work_queue WHERE id = $1", queue)
+    await seed.create_worker(conn, pool, "stuck-online", heartbeat_ago=600, status="ONLINE")
+    # Retention behind: an event 10 days old; cancellation stuck: a run CANCELLING for 10 minutes.
+    done = await seed.create_flow_run(
+        conn, flow_id=flow, queue_id=queue, state_type="COMPLETED", state_age=86400
+    )
+    await seed.add_heartbeat(conn, done, ago=10 * 86400)
+    await seed.create_flow_run(conn, flow_id=flow, queue_id=queue, state_type="CANCELLING", state_age=600)
+    # An invalid index: a unique index built concurrently over duplicates fails and stays INVALID. It
+    # waits for every open transaction, so it runs before the lock holder begins.
+    with contextlib.suppress(asyncpg.UniqueViolationError):
+        await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_flow_run__dup_flow ON flow_run (flow_id)")
+
+
 @asynccontextmanager
 async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
     """Seed the demo scene plus what the remaining panels need; hold a lock with worker polls behind it."""
@@ -123,6 +145,7 @@ async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
             state_name="Late",
             state_age=700,
         )
+        await machinery_trouble(setup, row["flow_id"], default)
         # A session idle in transaction holding a deployment row, and worker polls of its queue waiting.
         await holder.execute("BEGIN")
         await holder.fetch("SELECT id FROM deployment WHERE id = $1 FOR UPDATE", polled[-1]["id"])

@@ -3,12 +3,15 @@
 Each scenario makes one of Prefect's background services look stalled the way its users report it
 (the late-runs marker, the foreman, the retention, concurrency bookkeeping, cancellation cleanup),
 or sets up what breaks them (an invalid index, repeatable read, anonymous sessions), then scrapes.
-These tests, and the core check, run on 2.20.27 and 3.6.29 as well as the suite's usual schemas
-(the ``any_prefect_db`` fixture); the rest of the suite does not.
+These tests, and the core ones (every collector runs or says why; runs, PENDING, late runs, workers,
+queues and a poll of the release's own statement shape waiting on a deployment row give their values),
+run on 2.20.27 and 3.6.29 as well as the suite's usual schemas (the ``any_prefect_db`` fixture); the
+rest of the suite does not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -126,12 +129,39 @@ async def test_core_collectors_work_and_the_rest_say_why_on_every_schema(
     }
     skipped = {n: c.reason for n, c in states.items() if c.state == CollectorState.SKIPPED}
     assert all(skipped.values()), skipped  # every skip names its reason on `/`
-    # pg_stat_statements is not installed in the test databases; deployment concurrency is 3.x only.
-    assert "pg_stat_statements" in str(skipped.get("poll_amplification"))
+    # Deployment concurrency is 3.x only; everything else runs everywhere.
     if major(any_prefect_db) == 2:
-        assert "concurrency_limit_id" in str(skipped.get("concurrency_slot_leaks"))
+        reason = "column missing or not readable: deployment.concurrency_limit_id"
+        assert skipped == {"concurrency_slot_leaks": reason}
     else:
-        assert states["concurrency_slot_leaks"].state == CollectorState.OK
+        assert skipped == {}
+
+
+async def test_core_signals_have_their_values_on_every_schema(any_prefect_db: TestDatabase) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-core", default_queue_last_polled_ago=5)
+        unpolled = await seed.create_work_queue(conn, pool.id, "unpolled", last_polled_ago=900)
+        flow = await seed.create_flow(conn, "flow")
+        q = pool.default_queue_id
+        await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="PENDING", state_age=1200)
+        await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="RUNNING", state_age=30)
+        await seed.create_flow_run(conn, flow_id=flow, queue_id=unpolled, state_type="SCHEDULED",
+                                   state_name="Late", state_age=100)  # fmt: skip
+        await seed.create_worker(conn, pool.id, "dead", heartbeat_ago=600)
+        await seed.create_worker(conn, pool.id, "alive", heartbeat_ago=5)
+    series = await scrape_once(
+        any_prefect_db, "flow_runs", "pending_runs", "late_runs", "workers", "work_queues"
+    )
+    where = queue("pool-core", "default")
+    assert value(series, "prefect_db_flow_runs", **where, state_type="PENDING") == 1
+    assert value(series, "prefect_db_flow_runs", **where, state_type="RUNNING") == 1
+    assert value(series, "prefect_db_pending_runs_stale", **where) == 1
+    assert value(series, "prefect_db_late_runs", **queue("pool-core", "unpolled")) == 1
+    assert value(series, "prefect_db_workers", work_pool="pool-core", status="ONLINE") == 1
+    assert value(series, "prefect_db_workers", work_pool="pool-core", status="OFFLINE") == 1
+    assert about(
+        value(series, "prefect_db_work_queue_last_polled_age_seconds", **queue("pool-core", "unpolled")), 900
+    )
 
 
 # 1. Late-run marking stalled ----------------------------------------------------------------------
@@ -388,7 +418,6 @@ async def test_rows_rewritten_per_poll_are_counted_from_pg_stat_statements(
     version = any_prefect_db.prefect_version
     (shape,) = [s for s in poll_shapes() if s["version"] == version]
     async with admin(any_prefect_db) as conn:
-        await conn.execute("CREATE EXTENSION pg_stat_statements")
         pool = await seed.create_work_pool(conn, "pool-a", default_queue_last_polled_ago=5)
         flow = await seed.create_flow(conn, "flow")
         for i in range(3):
@@ -403,3 +432,54 @@ async def test_rows_rewritten_per_poll_are_counted_from_pg_stat_statements(
     series = await scrape_once(any_prefect_db, "poll_amplification")
     assert value(series, "prefect_db_deployment_poll_updates_total") == 2
     assert value(series, "prefect_db_deployment_poll_updated_rows_total") == 6
+
+
+async def test_a_poll_of_this_release_waiting_on_a_deployment_row_is_polling_contention(
+    any_prefect_db: TestDatabase,
+) -> None:
+    (shape,) = [s for s in poll_shapes() if s["version"] == any_prefect_db.prefect_version]
+    async with (
+        admin(any_prefect_db) as setup,
+        admin(any_prefect_db) as holder,
+        admin(any_prefect_db) as poller,
+    ):
+        pool = await seed.create_work_pool(setup, "pool-w", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(setup, "flow")
+        locked = await create_deployment(
+            setup, flow, pool.default_queue_id, "d", status="READY", last_polled_ago=5
+        )
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT id FROM deployment WHERE id = $1 FOR UPDATE", locked)
+        poll = asyncio.ensure_future(
+            poller.fetch(shape["statement"], datetime.now(UTC), "READY", pool.default_queue_id)
+        )
+        pid = poller.get_server_pid()
+
+        async def waiting() -> bool:
+            event: str | None = await setup.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            return event == "Lock"
+
+        await eventually(waiting)
+        series = await scrape_once(any_prefect_db, "last_polled_blocking")
+        await holder.execute("ROLLBACK")
+        await asyncio.wait_for(poll, 5)
+    assert value(series, "prefect_db_last_polled_blocked_sessions", relation="deployment") == 1
+
+
+@pytest.mark.parametrize("any_prefect_db", ["2.20.27"], indirect=True)
+async def test_without_pg_stat_statements_the_amplification_says_why(any_prefect_db: TestDatabase) -> None:
+    async with admin(any_prefect_db) as conn:
+        await conn.execute("DROP EXTENSION pg_stat_statements")
+    exporter = exporter_for(
+        target_for(any_prefect_db), include=frozenset({"poll_amplification"}), sampler=False
+    )
+    try:
+        await scrape(exporter)
+        (target,) = exporter.status().targets
+    finally:
+        await exporter.close()
+    (status,) = target.collectors
+    assert status.state == CollectorState.SKIPPED
+    assert status.reason == "table missing or not readable: pg_stat_statements"
