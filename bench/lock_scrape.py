@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import statistics
 import tempfile
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--prefect", default=PREFECT_VERSIONS[-1], choices=PREFECT_VERSIONS)
     args = parser.parse_args()
+    # The exporter logs each collector it leaves out; the figures below say it once.
+    logging.getLogger("exporter").setLevel(logging.ERROR)
     cluster = PgCluster.create(Path(tempfile.mkdtemp(prefix="ppe-bench-lock-")))
     cluster.start()
     try:

@@ -19,8 +19,9 @@ from exporter.freshness import DOWN_RETRY, IDLE_MIN, ScrapeActivity
 
 log = logging.getLogger(__name__)
 
-# Look again at least this often (a lock may have gone, a scrape interval may have changed).
-MAX_SLEEP = 5.0
+# Run a round at least this often while scraped (a ping and a look at pg_locks; no collector that
+# is not due).
+ROUND_EVERY = 5.0
 # Never start rounds back to back faster than this, whatever the schedule says.
 MIN_GAP = 0.2
 
@@ -89,7 +90,10 @@ class Refresher:
                 self.paused = False
                 log.info("refresh resumed", extra={"fields": {"target": self.runs.name}})
             due = self.runs.next_due() if self.runs.up else self._last_round + DOWN_RETRY
-            wake_at = max(min(due, self.activity.idle_at(), now + MAX_SLEEP), self._last_round + MIN_GAP)
+            # A round at least every ROUND_EVERY even when no collector is due: its ping notices a
+            # target that went away, and its lock look a lock that came, within seconds.
+            due = min(due, self._last_round + ROUND_EVERY)
+            wake_at = max(min(due, self.activity.idle_at(), now + ROUND_EVERY), self._last_round + MIN_GAP)
             if wake_at > now:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wake_at - now)
