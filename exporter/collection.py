@@ -1,4 +1,5 @@
-"""Running the catalog's collectors against one target: TTL cache, shared in-flight runs, failures kept apart.
+"""Running the catalog's collectors against one target: rounds, TTL cache, runs never doubled, failures
+kept apart, collectors reading a locked table left out.
 
 ``CollectorRuns`` is also the one place that interprets what it holds: ``snapshot`` turns its
 results, gates and verdicts into ``CollectorStatus`` records, and nothing else derives a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping
 from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
+from exporter.freshness import COALESCE, is_fresh, next_run, stale_limit
 from exporter.gates import unmet_requirement
 from exporter.incremental import IncrementalCounts
 from exporter.samples import InvalidResult, Series, build_series, cap_series
@@ -24,42 +27,45 @@ from exporter.textformat import SampleWriter
 
 log = logging.getLogger(__name__)
 
-
-def is_fresh(result: CollectorResult, ttl: float, refresh_started: float, now: float, running: bool) -> bool:
-    """True when ``result`` is still served: fresh when the latest refresh began, or being replaced.
-
-    Judged as of the refresh's start: a result that was fresh then was not re-run, so it must not
-    vanish because the refresh took a while. A collector still running (within its own timeout)
-    keeps its previous result until the new one arrives.
-    """
-    as_of = min(now, refresh_started)
-    return result.finished >= refresh_started or as_of - result.finished < ttl or running
+# The look for exclusive locks before a round is cheap; if it is not, the round goes on without it.
+LOCK_LOOK_TIMEOUT = 1.0
 
 
 def collector_status(
     spec: CollectorSpec,
     *,
     latest: CollectorResult | None,
-    fresh: CollectorResult | None,
+    good: CollectorResult | None,
+    current: bool,
     skipped: str | None,
     invalid: str | None,
     up: bool,
     now: float,
 ) -> CollectorStatus:
-    """Decide what one collector's results, gates and verdicts mean: the one place that does."""
+    """Decide what one collector's results, gates and verdicts mean: the one place that does.
+
+    ``latest`` is its latest run whatever the outcome, ``good`` its newest successful one, ``current``
+    whether ``latest`` is still current (``freshness.is_fresh``).
+    """
     success: bool | None
+    served: CollectorResult | None = None
     if invalid is not None:
         state, reason, success = CollectorState.INVALID, invalid, False
     elif skipped is not None:
         state, reason, success = CollectorState.SKIPPED, skipped, None
+    elif latest is None:
+        # A collector that should have a result and has none reports failure.
+        state, reason, success = CollectorState.NOT_RUN, None, (False if up else None)
+    elif latest.ok and current:
+        state, reason, success, served = CollectorState.OK, None, True, latest
+    elif good is not None and now - good.finished <= stale_limit(spec.ttl):
+        # The latest run failed, or no run replaced the result in time: serve the last good one, and
+        # report whether the latest run itself succeeded.
+        state, success, served = CollectorState.STALE, latest.ok, good
+        reason = latest.error or f"no new result for {now - good.finished:.0f}s"
     else:
-        if latest is None:
-            state, reason = CollectorState.NOT_RUN, None
-        else:
-            state = CollectorState.OK if latest.ok else CollectorState.FAILED
-            reason = latest.error
-        # A collector that should have a fresh result and has none reports failure.
-        success = fresh.ok if fresh is not None else (False if up or latest is not None else None)
+        state, success = CollectorState.FAILED, False
+        reason = latest.error or f"no new result for {now - latest.finished:.0f}s"
     return CollectorStatus(
         name=spec.name,
         description=spec.description,
@@ -68,14 +74,35 @@ def collector_status(
         latest=latest,
         enabled=(skipped is None and invalid is None) if up else None,
         success=success,
-        served=fresh if fresh is not None and fresh.ok else None,
-        fresh=fresh,
+        served=served,
+        fresh=latest if current else None,
         age=None if latest is None else now - latest.finished,
+        last_success=None if good is None else good.finished_at,
     )
 
 
+# ACCESS EXCLUSIVE locks, granted or awaited, on tables of this database that the exporter's queries
+# would name (visible on the search path). pg_locks takes no lock on the tables themselves, so this
+# look never queues behind the lock it is looking for.
+EXCLUSIVE_LOCKS_SQL = """
+SELECT c.relname AS relation, l.pid, l.granted
+FROM pg_locks AS l
+JOIN pg_class AS c ON c.oid = l.relation
+WHERE l.locktype = 'relation'
+  AND l.mode = 'AccessExclusiveLock'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND pg_table_is_visible(c.oid)
+"""
+
+
 class CollectorRuns:
-    """Runs the catalog's collectors against one target and keeps their latest results."""
+    """Runs the catalog's collectors against one target and keeps their latest and newest good results.
+
+    Work comes in rounds, one at a time: connect, read the facts, gate, look for exclusive locks
+    once, then start the collectors that are due. ``refresh_ahead`` (the background refresher) starts
+    those due now or soon and returns; ``refresh`` (start-up, ``/readyz``, tests) starts those expired
+    and waits for them. A collector never runs twice at once.
+    """
 
     def __init__(
         self,
@@ -83,20 +110,25 @@ class CollectorRuns:
         catalog: Catalog,
         max_series: int = 2000,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.max_series = max_series
         self.clock = clock
+        self.wall_clock = wall_clock
         self.up = False
         self.queries_total: Counter[tuple[str, str]] = Counter()
+        # Called whenever a collector's run ends (the refresher wakes up to schedule its next one).
+        self.on_result: Callable[[], None] | None = None
         self._results: dict[str, CollectorResult] = {}
+        self._good: dict[str, CollectorResult] = {}
         self._skipped: dict[str, str] = {}
         self._invalid: dict[str, str] = {}
         self._validated_generation = -1
         self._inflight: dict[str, asyncio.Task[CollectorResult]] = {}
-        self._refresh: asyncio.Task[None] | None = None
-        self._refresh_started = float("inf")
+        self._round: asyncio.Task[None] | None = None
+        self._refresh_started = math.inf
         self._incremental = {s.name: IncrementalCounts(s) for s in catalog.collectors if s.incremental}
         self._writers = {
             m.name: SampleWriter(m, db.config.name) for spec in catalog.collectors for m in spec.metrics
@@ -121,27 +153,21 @@ class CollectorRuns:
             s for s in self.catalog.collectors if s.name not in self._skipped and s.name not in self._invalid
         ]
 
-    def _fresh(self) -> dict[str, CollectorResult]:
-        now = self.clock()
-        return {
-            name: result
-            for name, result in self._results.items()
-            if name not in self._skipped
-            and name not in self._invalid
-            and is_fresh(
-                result, self.catalog.get(name).ttl, self._refresh_started, now, name in self._inflight
-            )
-        }
+    def _current(self, name: str, now: float) -> bool:
+        result = self._results.get(name)
+        return result is not None and is_fresh(
+            result.finished, self.catalog.get(name).ttl, self._refresh_started, now, name in self._inflight
+        )
 
     def snapshot(self) -> tuple[CollectorStatus, ...]:
         """Return the status of every collector of the catalog on this target."""
-        fresh = self._fresh() if self.up else {}
         now = self.clock()
         return tuple(
             collector_status(
                 spec,
                 latest=self._results.get(spec.name),
-                fresh=fresh.get(spec.name),
+                good=self._good.get(spec.name),
+                current=self.up and self._current(spec.name, now),
                 skipped=self._skipped.get(spec.name),
                 invalid=self._invalid.get(spec.name),
                 up=self.up,
@@ -150,25 +176,66 @@ class CollectorRuns:
             for spec in self.catalog.collectors
         )
 
-    async def refresh(self, timeout: float) -> None:
-        """Bring results up to date, waiting at most ``timeout``; concurrent callers share one refresh."""
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.create_task(self._do_refresh(timeout))
-        try:
-            await asyncio.wait_for(asyncio.shield(self._refresh), timeout)
-        except TimeoutError:
-            log.warning("scrape deadline passed", extra={"fields": {"target": self.name}})
+    def pause(self) -> None:
+        """Refreshing pauses: results of the latest round are no longer current for that alone."""
+        self._refresh_started = math.inf
 
-    async def _do_refresh(self, timeout: float) -> None:
+    def next_due(self) -> float:
+        """Return when the next collector not running now is due (infinite: none is)."""
+        due = math.inf
+        for spec in self.runnable():
+            if spec.name in self._inflight:
+                continue
+            latest = self._results.get(spec.name)
+            if latest is None:
+                return -math.inf
+            due = min(due, next_run(spec.ttl, latest.finished, latest.status))
+        return due
+
+    def _due(self, spec: CollectorSpec, now: float, ahead: bool) -> bool:
+        if spec.name in self._inflight:
+            return False
+        latest = self._results.get(spec.name)
+        if latest is None:
+            return True
+        upcoming = next_run(spec.ttl, latest.finished, latest.status)
+        if ahead:
+            return upcoming <= now + COALESCE
+        return upcoming <= now or now - latest.finished >= spec.ttl
+
+    async def refresh(self, timeout: float) -> None:
+        """Run a round (or join the one in flight) and wait, at most ``timeout``, for what is running."""
+        deadline = self.clock() + timeout
+        await self._join_round(timeout, ahead=False)
+        pending = list(self._inflight.values())
+        remaining = deadline - self.clock()
+        if pending and remaining > 0:
+            await asyncio.wait(pending, timeout=remaining)
+        if any(not task.done() for task in pending):
+            log.warning("refresh deadline passed", extra={"fields": {"target": self.name}})
+
+    async def refresh_ahead(self, timeout: float) -> None:
+        """Run a background round: start the collectors due now or soon, without waiting for them."""
+        await self._join_round(timeout, ahead=True)
+
+    async def _join_round(self, timeout: float, ahead: bool) -> None:
+        if self._round is None or self._round.done():
+            self._round = asyncio.create_task(self._do_round(timeout, ahead))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._round), timeout)
+        except TimeoutError:
+            log.warning("refresh round deadline passed", extra={"fields": {"target": self.name}})
+
+    async def _do_round(self, timeout: float, ahead: bool) -> None:
         started = self.clock()
-        deadline = started + timeout
         try:
             await self.db.ensure_connected()
             await self.db.ping(min(self.db.config.connect_timeout, timeout))
             facts_before = self.db.facts_generation
             await self.db.refresh_facts(timeout)
+            locked = await self._exclusive_locks(timeout)
             if self.db.facts_generation != facts_before or self._validated_generation < 0:
-                await self.gate_and_validate(timeout)
+                await self.gate_and_validate(timeout, locked)
         except (ConnectError, QueryError) as error:
             self._went_down(str(error))
             return
@@ -179,28 +246,66 @@ class CollectorRuns:
             self._went_down(f"unexpected error: {error!r}")
             return
         self.up = True
-        # Results of earlier refreshes are judged by their TTL; those of this one are fresh until the next.
+        # Results of earlier rounds are judged by their TTL; those of this one are current until the next.
         self._refresh_started = started
-        fresh = self._fresh()
-        stale = [spec for spec in self.runnable() if spec.name not in fresh or spec.name in self._inflight]
+        now = self.clock()
+        due = [spec for spec in self.runnable() if self._due(spec, now, ahead)]
         # PostgreSQL-only collectors first: they diagnose locks on Prefect's tables, so they must not
         # queue for a connection behind the Prefect queries stuck on those very locks.
-        stale.sort(key=lambda spec: spec.requires.needs_prefect)
-        tasks = [self._start(spec, deadline) for spec in stale]
-        remaining = deadline - self.clock()
-        if tasks and remaining > 0:
-            await asyncio.wait(tasks, timeout=remaining)
+        due.sort(key=lambda spec: spec.requires.needs_prefect)
+        # Waiting for a connection of the small pool may take the round's whole time, in the background too.
+        deadline = started + timeout
+        left_out: dict[str, str] = {}
+        for spec in due:
+            holder = next((locked[t] for t in spec.requires.tables if t in locked), None)
+            if holder is None:
+                self._start(spec, deadline)
+            else:
+                # It would wait out its lock_timeout behind the lock: serve its last good result instead.
+                self._record(
+                    spec, CollectorResult("locked", 0.0, now, error=holder, finished_at=self.wall_clock())
+                )
+                left_out[spec.name] = holder
+        if left_out:
+            fields = {
+                "target": self.name,
+                "collectors": ",".join(left_out),
+                "locks": "; ".join(sorted(set(left_out.values()))),
+            }
+            log.warning("collectors left out: a table they read is locked", extra={"fields": fields})
+
+    async def _exclusive_locks(self, timeout: float) -> dict[str, str]:
+        """Return, by table, who holds or awaits an ACCESS EXCLUSIVE lock on it (empty when unsure)."""
+        try:
+            rows = await self.db.fetch(EXCLUSIVE_LOCKS_SQL, min(timeout, LOCK_LOOK_TIMEOUT))
+        except QueryError as error:
+            if error.status == "connection":
+                raise
+            return {}
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            how = "held" if row["granted"] else "awaited"
+            found.setdefault(row["relation"], []).append(f"{how} by pid {row['pid']}")
+        return {
+            table: f"{table} is locked: ACCESS EXCLUSIVE {', '.join(sorted(holders))}"
+            for table, holders in found.items()
+        }
 
     def _went_down(self, error: str) -> None:
         if self.up:
             log.warning("target down", extra={"fields": {"target": self.name, "error": error}})
         self.up = False
         self._results.clear()
+        self._good.clear()
         self.db.forget_facts()
         self._validated_generation = -1
 
-    async def gate_and_validate(self, timeout: float) -> None:
-        """Decide which collectors run here, and check their result columns once per schema change."""
+    async def gate_and_validate(self, timeout: float, locked: Mapping[str, str] | None = None) -> None:
+        """Decide which collectors run here, and check their result columns once per schema change.
+
+        A collector reading a table in ``locked`` is not prepared now (preparing would wait on the
+        lock): the verdict is left for a later round.
+        """
         facts = self.db.facts
         assert facts is not None
         skipped: dict[str, str] = {}
@@ -210,6 +315,9 @@ class CollectorRuns:
             reason = unmet_requirement(spec.requires, facts)
             if reason is not None:
                 skipped[spec.name] = reason
+                continue
+            if locked and any(table in locked for table in spec.requires.tables):
+                unsure = True
                 continue
             try:
                 problem = await self._check_columns(spec, timeout)
@@ -285,13 +393,22 @@ class CollectorRuns:
                 if folded[metric.name]:
                     fields = {"target": self.name, "metric": metric.name, "folded": folded[metric.name]}
                     log.warning("series folded into other", extra={"fields": fields})
-        result = CollectorResult(status, finished - started, finished, rows, error, folded, text)
-        self.queries_total[(spec.name, status)] += 1
-        self._results[spec.name] = result
+        result = CollectorResult(
+            status, finished - started, finished, rows, error, folded, text, finished_at=self.wall_clock()
+        )
+        self._record(spec, result)
         if error:
             fields = {"target": self.name, "collector": spec.name, "status": status, "error": error}
             log.warning("collector failed", extra={"fields": fields})
         return result
+
+    def _record(self, spec: CollectorSpec, result: CollectorResult) -> None:
+        self.queries_total[(spec.name, result.status)] += 1
+        self._results[spec.name] = result
+        if result.ok:
+            self._good[spec.name] = result
+        if self.on_result is not None:
+            self.on_result()
 
     async def run_once(self, spec: CollectorSpec) -> CollectorResult:
         """Run one collector now, ignoring its cache (for ``--check`` and timings)."""
@@ -300,10 +417,11 @@ class CollectorRuns:
     def forget_results(self) -> None:
         """Drop every cached result, so that the next refresh runs every collector (for benchmarks)."""
         self._results.clear()
+        self._good.clear()
 
     async def close(self) -> None:
         """Cancel work in flight and close the connections."""
-        for task in [*self._inflight.values(), *([self._refresh] if self._refresh else [])]:
+        for task in [*self._inflight.values(), *([self._round] if self._round else [])]:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.db.close()

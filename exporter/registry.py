@@ -42,13 +42,16 @@ class Exporter:
         return self.targets.get(name)
 
     def start_background(self) -> None:
-        """Start every target's background work (samplers, server-log followers)."""
+        """Start every target's background work (refreshers, samplers, server-log followers)."""
         self.background_started = True
         for target in self.targets.values():
-            target.start()
+            target.start(self.config.scrape_timeout)
 
     async def refresh(self, timeout: float, targets: list[Target] | None = None) -> None:
-        """Refresh every target (or those given) in parallel, within ``timeout``."""
+        """Run the expired collectors of every target (or of those given) now, waiting at most ``timeout``.
+
+        Scrapes do not call this: the targets' refreshers keep the results up to date in the background.
+        """
         chosen = list(self.targets.values()) if targets is None else targets
         await asyncio.gather(*(t.refresh(timeout) for t in chosen))
 
@@ -67,9 +70,14 @@ class Exporter:
     async def scrape(
         self, timeout: float | None = None, target: str | None = None, open_metrics: bool = False
     ) -> bytes:
-        """Refresh and render (as OpenMetrics when asked); never raises because a database is slow or down."""
+        """Render the newest good results (as OpenMetrics when asked); never waits on SQL, nor raises.
+
+        Only a cold target (just started, or resuming after nobody scraped it for a while) makes the
+        scrape wait for its first results, and then for at most ``timeout``.
+        """
         chosen = list(self.targets.values()) if target is None else [self.targets[target]]
-        await self.refresh(timeout or self.config.scrape_timeout, chosen)
+        limit = timeout or self.config.scrape_timeout
+        await asyncio.gather(*(t.before_scrape(limit) for t in chosen))
         return render(self.catalog, self.status(target), open_metrics)
 
     async def reload(self, config: Config) -> None:
@@ -100,7 +108,7 @@ class Exporter:
         if self.background_started:
             for target in new.values():
                 if id(target) not in before:
-                    target.start()
+                    target.start(config.scrape_timeout)
         self.last_reload_ok, self.last_reload_success = True, time.time()
 
     @property

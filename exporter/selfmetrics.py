@@ -165,13 +165,29 @@ def _collector_enabled(status: ExporterStatus) -> Iterable[Sample]:
 @_metric(
     "prefect_db_exporter_collector_success",
     "gauge",
-    "1 when the collector's latest run succeeded, else 0.",
+    "1 when the collector's latest run succeeded, else 0 (its last good result may still be served, "
+    "as stale: see prefect_db_exporter_collector_last_success_timestamp_seconds).",
     ("target", "collector"),
     "health",
 )
 def _collector_success(status: ExporterStatus) -> Iterable[Sample]:
     return _per_target(
         status, lambda t: [((c.name,), _flag(c.success)) for c in t.collectors if c.success is not None]
+    )
+
+
+@_metric(
+    "prefect_db_exporter_collector_last_success_timestamp_seconds",
+    "gauge",
+    "When the collector's newest good result was taken, in seconds since the epoch: /metrics serves it "
+    "until a newer one arrives (stale once a run failed or was left out), for at most max(60 s, 4 x TTL).",
+    ("target", "collector"),
+    "health",
+)
+def _collector_last_success(status: ExporterStatus) -> Iterable[Sample]:
+    return _per_target(
+        status,
+        lambda t: [((c.name,), c.last_success) for c in t.collectors if c.last_success is not None],
     )
 
 
@@ -192,7 +208,8 @@ def _collector_duration(status: ExporterStatus) -> Iterable[Sample]:
     "prefect_db_exporter_queries_total",
     "counter",
     "Collector runs by outcome: success, timeout, lock_timeout, permission, schema, connection, "
-    "invalid or error.",
+    "invalid or error; locked counts the runs left out because a table the collector reads was locked "
+    "ACCESS EXCLUSIVE (its last good result is served meanwhile).",
     ("target", "collector", "status"),
     "health",
 )
@@ -205,16 +222,16 @@ def _queries(status: ExporterStatus) -> Iterable[Sample]:
 @_metric(
     "prefect_db_exporter_series_folded",
     "gauge",
-    "Series of the metric that the collector's latest run folded into one series labelled other, because "
-    "the metric had more than max_series_per_metric series.",
+    "Series of the metric that the collector's served result folded into one series labelled other, "
+    "because the metric had more than max_series_per_metric series.",
     ("target", "collector", "metric"),
     "health",
 )
 def _series_folded(status: ExporterStatus) -> Iterable[Sample]:
     def read(t: TargetStatus) -> Iterator[Sample]:
         for c in t.collectors:
-            if c.fresh is not None:
-                for metric, count in sorted(c.fresh.folded.items()):
+            if c.served is not None:
+                for metric, count in sorted(c.served.folded.items()):
                     yield (c.name, metric), float(count)
 
     return _per_target(status, read)

@@ -2,8 +2,8 @@
 
 A ``Target`` publishes one ``TargetStatus`` snapshot; the self-metrics, the ``/`` page, ``--check``
 and ``doctor`` read snapshots and never the live objects behind them. The state of a collector
-(ok, failed, skipped and why, invalid, not run yet) is decided in one place,
-``exporter.collection.CollectorRuns.snapshot``; everything here is data.
+(ok, stale, failed, skipped and why, invalid, not run yet) is decided in one place,
+``exporter.collection.collector_status``; everything here is data.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class CollectorResult:
     folded: Mapping[str, int] = field(default_factory=dict)
     # The samples of each metric as exposition text, written once when the result arrives.
     text: Mapping[str, str] = field(default_factory=dict)
+    # time.time() when the run ended (what prefect_db_exporter_collector_last_success_timestamp_seconds says).
+    finished_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -43,6 +45,9 @@ class CollectorState(StrEnum):
 
     OK = "ok"
     FAILED = "failed"
+    # Its latest run failed (or was left out because a table it reads is locked), or refreshing paused:
+    # the last good result is still served, for at most freshness.stale_limit(ttl) after it was taken.
+    STALE = "stale"
     SKIPPED = "skipped"  # a gate (PostgreSQL version, table, column, schema revision) keeps it off
     INVALID = "invalid"  # its query does not fit its header on this database
     NOT_RUN = "not run yet"
@@ -65,10 +70,12 @@ class CollectorStatus:
     success: bool | None
     # The result whose series /metrics serves now (None: the collector's series are absent).
     served: CollectorResult | None
-    # ``latest`` while it is fresh: its duration and folded series are reported (None: none are).
+    # ``latest`` while it is current: its duration is reported (None: it is not).
     fresh: CollectorResult | None
     # Seconds since ``latest`` finished.
     age: float | None
+    # time.time() when the newest good result was taken (None: there is none).
+    last_success: float | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from exporter.database import TargetDatabase
 from exporter.deadlock_log import DeadlockLog
 from exporter.facts import TargetFacts
 from exporter.operations import Classifier
+from exporter.refresher import Refresher
 from exporter.releases import Releases
 from exporter.sampler import Sampler
 from exporter.status import CollectorResult, TargetStatus
@@ -24,8 +25,9 @@ def database_name(target: TargetConfig) -> str:
 class Target:
     """Everything the exporter does with one Prefect database, with one lifecycle.
 
-    ``start`` begins the background work (sampler, log follower), ``refresh`` brings the collector
-    results up to date, ``status`` publishes a snapshot, ``adopt_counters`` takes over the counters
+    ``start`` begins the background work (refresher, sampler, log follower), ``before_scrape`` notes a
+    scrape (waiting only while the target is cold), ``refresh`` brings the collector results up to date
+    now and waits for them, ``status`` publishes a snapshot, ``adopt_counters`` takes over the counters
     of the target this one replaces on reload, and ``close`` ends it all.
     """
 
@@ -39,6 +41,7 @@ class Target:
         config = settings.target
         self.db = TargetDatabase(config, settings.thresholds)
         self.runs = CollectorRuns(self.db, catalog, settings.max_series_per_metric)
+        self.refresher = Refresher(self.runs)
         self.sampler = (
             Sampler(self.db, classifier, settings.sampler_interval) if settings.sampler_enabled else None
         )
@@ -69,15 +72,20 @@ class Target:
             and self.releases == releases
         )
 
-    def start(self) -> None:
-        """Start the background work: the sampler and the server-log follower."""
+    def start(self, refresh_timeout: float) -> None:
+        """Start the background work: the refresher, the sampler and the server-log follower."""
+        self.refresher.start(refresh_timeout)
         if self.sampler is not None:
             self.sampler.start()
         if self.server_log is not None:
             self.server_log.start()
 
+    async def before_scrape(self, timeout: float) -> None:
+        """Note a scrape; wait (at most ``timeout``) only while there is nothing to serve yet."""
+        await self.refresher.before_scrape(timeout)
+
     async def refresh(self, timeout: float) -> None:
-        """Bring the collector results up to date within ``timeout`` (concurrent callers share one)."""
+        """Run the expired collectors now and wait for them, at most ``timeout`` (callers share a round)."""
         await self.runs.refresh(timeout)
 
     async def validate(self, timeout: float) -> TargetFacts:
@@ -120,6 +128,7 @@ class Target:
 
     async def stop(self) -> None:
         """Stop the background work (the connections stay open)."""
+        await self.refresher.stop()
         if self.sampler is not None:
             await self.sampler.stop()
         if self.server_log is not None:

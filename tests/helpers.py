@@ -109,8 +109,23 @@ def samples(series: Series, name: str, **labels: str) -> dict[frozenset[tuple[st
     return {ls: v for (n, ls), v in series.items() if n == name and set(labels.items()) <= ls}
 
 
-async def scrape(exporter: Exporter) -> Series:
-    """Scrape ``exporter`` in process (no HTTP) and parse the result."""
+async def refresh_now(exporter: Exporter) -> None:
+    """Run every expired collector now, in process, and wait for them (within the scrape timeout).
+
+    A scrape never runs queries: the refreshers do, in the background and ahead of each TTL. A test
+    that changes the database and wants the very next scrape to show it refreshes explicitly here.
+    """
+    await exporter.refresh(exporter.config.scrape_timeout)
+
+
+async def scrape(exporter: Exporter, *, refresh: bool = True) -> Series:
+    """Scrape ``exporter`` in process (no HTTP) and parse the result.
+
+    ``refresh=True``: refresh first (``refresh_now``), so the scrape shows the database as it is now;
+    ``refresh=False``: exactly what a scrape serves at this moment, without waiting on the database.
+    """
+    if refresh:
+        await refresh_now(exporter)
     return parse((await exporter.scrape()).decode())
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import exporter_for, parse, serving, target_for, value
+from helpers import exporter_for, parse, refresh_now, serving, target_for, value
 
 from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster, TestDatabase
 from exporter.database import APPLICATION_NAME
+from exporter.registry import Exporter
 
 
 @pytest.fixture
@@ -40,7 +41,10 @@ def database_on(pg: PgCluster, password: str) -> TestDatabase:
     )
 
 
-async def up_value(http: object, base: str) -> float | None:
+async def up_value(http: object, base: str, refresh: Exporter | None = None) -> float | None:
+    """Scrape ``prefect_db_up``; with ``refresh``, after running that exporter's expired collectors now."""
+    if refresh is not None:
+        await refresh_now(refresh)
     async with http.get(f"{base}/metrics") as response:  # type: ignore[attr-defined]
         assert response.status == 200
         return value(parse(await response.text()), "prefect_db_up")
@@ -69,7 +73,7 @@ async def test_database_restart_while_scraping(own_cluster: PgCluster, exporter_
     async with serving(exporter) as (http, base):
         assert await up_value(http, base) == 1.0
         own_cluster.stop(mode="immediate")
-        seen.append(await up_value(http, base))
+        seen.append(await up_value(http, base, refresh=exporter))
         own_cluster.start()
         for _ in range(200):
             seen.append(await up_value(http, base))
@@ -91,8 +95,8 @@ async def test_terminated_backends_are_replaced(prefect_db: TestDatabase) -> Non
                 APPLICATION_NAME,
             )
             assert killed >= 1
-            # The next scrape finds its pooled connection dead, and retries on a fresh one.
-            assert await up_value(http, base) == 1.0
+            # The next refresh finds its pooled connection dead, and retries on a fresh one.
+            assert await up_value(http, base, refresh=exporter) == 1.0
             sessions = await admin.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME
             )

@@ -30,7 +30,7 @@ def spec(name: str) -> CollectorSpec:
 
 
 def result(status: str = "success") -> CollectorResult:
-    return CollectorResult(status, 0.5, 99.0, rows=1, folded={"prefect_db_x": 3})
+    return CollectorResult(status, 0.5, 99.0, rows=1, folded={"prefect_db_x": 3}, finished_at=1_700_000_099.0)
 
 
 FACTS = TargetFacts(160004, "16.4", {"flow_run": frozenset(), "work_pool": frozenset(),
@@ -48,8 +48,9 @@ def target(name: str, up: bool) -> TargetStatus:
         name: str, fresh: CollectorResult | None, skipped: str | None, invalid: str | None
     ) -> CollectorStatus:
         return collector_status(
-            spec(name), latest=fresh, fresh=fresh, skipped=skipped, invalid=invalid, up=up, now=100.0
-        )
+            spec(name), latest=fresh, good=fresh, current=fresh is not None, skipped=skipped,
+            invalid=invalid, up=up, now=100.0,
+        )  # fmt: skip
 
     collectors = (
         collector("ok", result(), None, None),
@@ -100,6 +101,9 @@ def test_a_snapshot_renders_each_self_metric_with_its_values() -> None:
     assert get("prefect_db_exporter_collector_success", target="prod", collector="gated") is None
     assert get("prefect_db_exporter_collector_enabled", target="prod", collector="gated") == 0.0
     assert get("prefect_db_exporter_collector_duration_seconds", target="prod", collector="ok") == 0.5
+    last_success = "prefect_db_exporter_collector_last_success_timestamp_seconds"
+    assert get(last_success, target="prod", collector="ok") == 1_700_000_099.0
+    assert get(last_success, target="prod", collector="broken") is None  # never succeeded
     assert get("prefect_db_exporter_queries_total", target="prod", collector="ok", status="timeout") == 1.0
     assert get("prefect_db_exporter_series_folded", target="prod", collector="ok", metric="prefect_db_x") == 3
     assert get("prefect_db_sampler_samples_total", target="prod") == 42.0
