@@ -17,7 +17,7 @@ from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.gates import unmet_requirement
-from exporter.incremental import IncrementalCounts
+from exporter.incremental import OLDEST_TRANSACTION_SQL, RUNNING_XID_SQL, IncrementalCounts, Mark
 from exporter.samples import InvalidResult, Series, build_series, cap_series
 from exporter.status import CollectorResult, CollectorState, CollectorStatus
 from exporter.textformat import SampleWriter
@@ -248,21 +248,19 @@ class CollectorRuns:
         started = self.clock()
         acquire_timeout = None if deadline is None else max(spec.timeout, deadline - started)
         counts = self._incremental.get(spec.name)
-        settings = counts.settings() if counts else None
         status, error, rows = "success", None, 0
         series: Mapping[str, Series] = {}
         try:
-            records = await self.db.fetch(spec.sql, spec.timeout, settings, acquire_timeout)
-            rows = len(records)
             if counts is not None:
-                now = None
-                if not counts.primed:
-                    clock = await self.db.fetch("SELECT now() AS now", spec.timeout)
-                    now = clock[0]["now"]
-                counts.absorb(records, now)
+                if counts.needs_mark():
+                    counts.begin(await self._mark(spec))
+                records = await self.db.fetch(spec.sql, spec.timeout, counts.settings(), acquire_timeout)
+                counts.absorb(records)
                 series = counts.series()
             else:
+                records = await self.db.fetch(spec.sql, spec.timeout, None, acquire_timeout)
                 series = build_series(spec, records)
+            rows = len(records)
         except QueryError as failure:
             status, error = failure.status, str(failure)
         except ConnectError as failure:
@@ -292,6 +290,12 @@ class CollectorRuns:
             fields = {"target": self.name, "collector": spec.name, "status": status, "error": error}
             log.warning("collector failed", extra={"fields": fields})
         return result
+
+    async def _mark(self, spec: CollectorSpec) -> Mark:
+        """Begin an incremental collector's pass: the oldest open transaction's start, then the oldest id."""
+        oldest = (await self.db.fetch(OLDEST_TRANSACTION_SQL, spec.timeout))[0]
+        running = (await self.db.fetch(RUNNING_XID_SQL, spec.timeout))[0]
+        return Mark(oldest["now"], oldest["oldest_xact_start"], running["oldest_running_xid"])
 
     async def run_once(self, spec: CollectorSpec) -> CollectorResult:
         """Run one collector now, ignoring its cache (for ``--check`` and timings)."""

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from helpers import Series, exporter_for, samples, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
-from exporter.config import Thresholds
+from exporter.catalog import load_catalog
+from exporter.config import DEFAULT_QUERY_DIR, Thresholds
+from exporter.incremental import IncrementalCounts, Mark
 from exporter.registry import Exporter
 
 # Seconds of slack for ages: rows are aged relative to clock_timestamp() at insert, scraped a little later.
@@ -485,10 +489,23 @@ async def test_history_just_before_the_start_is_never_counted(prefect_db: TestDa
             await exporter.close()
 
 
+async def scrape_until(
+    exporter: Exporter, name: str, expected: float, timeout: float = 120.0, **labels: str
+) -> list[float | None]:
+    """Scrape until the counter ``name{labels}`` reaches ``expected`` (as many runs as it takes)."""
+    seen: list[float | None] = []
+    async with asyncio.timeout(timeout):
+        while not seen or seen[-1] != expected:
+            await asyncio.sleep(0.2)
+            seen.append(value(await scrape(exporter), name, **labels))
+            assert seen[-1] is None or seen[-1] <= expected, seen  # never a row counted twice
+    return seen
+
+
 async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
     prefect_db: TestDatabase,
 ) -> None:
-    """More new state rows within the overlap window than one run reads (LIMIT) must still all be counted."""
+    """More new state rows than one run reads (its LIMIT) are all counted, in as many runs as it takes."""
     burst = 10_050
     name = "prefect_db_flow_run_transitions_total"
     async with admin(prefect_db) as conn:
@@ -496,31 +513,115 @@ async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
         exporter = short_ttl_exporter(prefect_db, "flow_run_transitions")
         try:
             assert counted(await scrape(exporter), name) == {}
-            # Ten seconds' worth of transitions, one per millisecond, as a busy server writes them.
-            status = await conn.execute(
+            # One transaction writes them all, each stamped when written, as a busy server does.
+            await conn.execute(
                 """
                 INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
                 SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t.ts, t.ts, t.ts
-                FROM (SELECT now() - make_interval(secs => i / 1000.0) AS ts
+                FROM (SELECT clock_timestamp() + make_interval(secs => i / 1e6) AS ts
                       FROM generate_series(1, $2::int) AS i) AS t
-                ON CONFLICT DO NOTHING
                 """,
                 run,
                 burst,
             )
-            # (The run's first state may share a timestamp with one of them.)
-            burst = int(status.split()[-1])
-            assert burst > 10_000
-            totals = []
+            seen = await scrape_until(exporter, name, burst, work_pool="pool-b", state_type="RUNNING")
+            # The burst took more than one run, however fast the machine.
+            assert len(seen) > 1 and seen[0] != burst, seen
+            # Further runs count nothing again, and a transition after the burst is counted too.
+            await seed.set_flow_run_state(conn, run, "COMPLETED")
+            await scrape_until(exporter, name, 1.0, work_pool="pool-b", state_type="COMPLETED")
             for _ in range(3):
                 await asyncio.sleep(0.2)
                 series = await scrape(exporter)
-                totals.append(value(series, name, work_pool="pool-b", state_type="RUNNING"))
-            # A transition after the burst is counted too: the counters never freeze.
-            await seed.set_flow_run_state(conn, run, "COMPLETED")
-            await asyncio.sleep(0.2)
-            series = await scrape(exporter)
-            completed = value(series, name, work_pool="pool-b", state_type="COMPLETED")
-            assert (totals[-1], completed) == (burst, 1.0), totals
+                assert value(series, name, work_pool="pool-b", state_type="RUNNING") == burst
+                assert value(series, name, work_pool="pool-b", state_type="COMPLETED") == 1.0
         finally:
             await exporter.close()
+
+
+async def test_a_transition_committed_30_seconds_after_it_was_written_is_counted_once(
+    prefect_db: TestDatabase,
+) -> None:
+    """A slow transaction's rows, stamped 30 s before they become visible, are counted once when it commits.
+
+    The clock-skew allowance is 1 s here, so only the transaction bound (the oldest open transaction's
+    start) reaches back far enough: a time cursor would have moved past these rows long before.
+    """
+    name = "prefect_db_flow_run_transitions_total"
+    async with admin(prefect_db) as conn, admin(prefect_db) as slow_writer:
+        run = await scheduled_run_in_new_pool(conn, "pool-l")
+        other = await scheduled_run_in_new_pool(conn, "pool-m")
+        exporter = exporter_for(
+            target_for(prefect_db), include=frozenset({"flow_run_transitions"}), ttl=0.1, overlap=1.0
+        )
+        try:
+            assert counted(await scrape(exporter), name) == {}
+            transaction = slow_writer.transaction()
+            await transaction.start()
+            await seed.set_flow_run_state(slow_writer, run, "PENDING")  # under a savepoint
+            await slow_writer.execute(
+                """
+                INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
+                SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t, t, t FROM clock_timestamp() AS t
+                """,
+                run,
+            )
+            # Meanwhile other transitions are counted, pass after pass.
+            async with asyncio.timeout(90):
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                while loop.time() - started < 30:
+                    await seed.set_flow_run_state(conn, other, "RUNNING")
+                    await asyncio.sleep(1.0)
+                    assert ("pool-l", "PENDING") not in counted(await scrape(exporter), name)
+            others = await conn.fetchval(
+                "SELECT count(*) - 1 FROM flow_run_state WHERE flow_run_id = $1", other
+            )
+            await scrape_until(exporter, name, others, work_pool="pool-m", state_type="RUNNING")
+            await transaction.commit()
+            await scrape_until(exporter, name, 1.0, work_pool="pool-l", state_type="RUNNING")
+            for _ in range(3):
+                await asyncio.sleep(0.2)
+                assert counted(await scrape(exporter), name) == {
+                    ("pool-l", "PENDING"): 1.0,
+                    ("pool-l", "RUNNING"): 1.0,
+                    ("pool-m", "RUNNING"): others,
+                }
+        finally:
+            await exporter.close()
+
+
+async def test_the_transitions_query_reads_a_bounded_range_of_the_updated_index(
+    prefect_db: TestDatabase,
+) -> None:
+    """With a long history, a page reads flow_run_state through ix_flow_run_state__updated from `since` on."""
+    spec = load_catalog([DEFAULT_QUERY_DIR]).get("flow_run_transitions")
+    async with admin(prefect_db) as conn:
+        run = await scheduled_run_in_new_pool(conn, "pool-x")
+        await conn.execute(
+            """
+            INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
+            SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t.ts, t.ts, t.ts
+            FROM (SELECT now() - make_interval(secs => i) AS ts FROM generate_series(1, 50000) AS i) AS t
+            """,
+            run,
+        )
+        await conn.execute("ANALYZE flow_run_state")
+        counts = IncrementalCounts(spec)
+        now = await conn.fetchval("SELECT now()")
+        counts.begin(Mark(now, now, 1))
+        for name, setting in counts.settings().items():
+            await conn.execute("SELECT set_config($1, $2, false)", name, setting)
+        plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + spec.sql))[0]["Plan"]
+    scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "flow_run_state"]
+    assert [(node["Node Type"], node.get("Index Name")) for node in scans] == [
+        ("Index Scan", "ix_flow_run_state__updated")
+    ], scans
+    assert "updated >=" in scans[0]["Index Cond"], scans[0]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
