@@ -11,14 +11,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, KeysView, Mapping
 
 from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.gates import unmet_requirement
 from exporter.incremental import OLDEST_TRANSACTION_SQL, RUNNING_XID_SQL, IncrementalCounts, Mark
-from exporter.samples import InvalidResult, Series, build_series, cap_series
+from exporter.samples import InvalidResult, LabelValues, Series, build_series, cap_series
 from exporter.status import CollectorResult, CollectorState, CollectorStatus
 from exporter.textformat import SampleWriter
 
@@ -98,6 +98,8 @@ class CollectorRuns:
         self._refresh: asyncio.Task[None] | None = None
         self._refresh_started = float("inf")
         self._incremental = {s.name: IncrementalCounts(s) for s in catalog.collectors if s.incremental}
+        # The series each metric served last, so that the series cap keeps the same ones.
+        self._kept: dict[str, KeysView[LabelValues]] = {}
         self._writers = {
             m.name: SampleWriter(m, db.config.name) for spec in catalog.collectors for m in spec.metrics
         }
@@ -277,8 +279,9 @@ class CollectorRuns:
         if status == "success":
             for metric in spec.metrics:
                 kept, folded[metric.name] = cap_series(
-                    series.get(metric.name, {}), self.max_series, metric.fold
+                    series.get(metric.name, {}), self.max_series, metric.fold, self._kept.get(metric.name, ())
                 )
+                self._kept[metric.name] = kept.keys()
                 text[metric.name] = self._writers[metric.name].write(kept)
                 if folded[metric.name]:
                     fields = {"target": self.name, "metric": metric.name, "folded": folded[metric.name]}
