@@ -10,6 +10,7 @@ from pathlib import Path
 from exporter.errors import CatalogError, Problems
 from exporter.validation import (
     Section,
+    as_bool,
     as_int,
     as_positive_int,
     as_seconds,
@@ -84,6 +85,8 @@ class CollectorSpec:
     metrics: tuple[MetricSpec, ...]
     incremental: Incremental | None = None
     header_line: int = 1
+    # False for an opt-in collector (``enabled: false``): it runs only when ``collectors.enable`` names it.
+    enabled: bool = True
 
     def columns_used(self) -> dict[str, tuple[int, str]]:
         """Return each result column the header refers to, with the line and key naming it."""
@@ -106,26 +109,30 @@ class Catalog:
 
     collectors: tuple[CollectorSpec, ...]
 
-    def select(self, include: Iterable[str], exclude: Iterable[str]) -> Catalog:
-        """Return the collectors named by ``include`` (all when empty) minus ``exclude``."""
-        wanted, unwanted = set(include), set(exclude)
-        unknown = (wanted | unwanted) - {c.name for c in self.collectors}
+    def select(self, include: Iterable[str], exclude: Iterable[str], enable: Iterable[str] = ()) -> Catalog:
+        """Return the collectors that run: those named by ``include`` (when it is not empty), else the
+        enabled ones and the opt-in ones named by ``enable``; minus those named by ``exclude``."""
+        wanted, unwanted, enabled = set(include), set(exclude), set(enable)
+        unknown = (wanted | unwanted | enabled) - {c.name for c in self.collectors}
         if unknown:
             names = ", ".join(sorted(c.name for c in self.collectors))
             raise CatalogError(
-                "collectors.include/exclude name unknown collectors",
+                "collectors.include/exclude/enable name unknown collectors",
                 [f"{name!r} is not a collector; known: {names}" for name in sorted(unknown)],
             )
-        return Catalog(
-            tuple(c for c in self.collectors if (not wanted or c.name in wanted) and c.name not in unwanted)
-        )
+
+        def runs(c: CollectorSpec) -> bool:
+            chosen = c.name in wanted if wanted else c.enabled or c.name in enabled
+            return chosen and c.name not in unwanted
+
+        return Catalog(tuple(c for c in self.collectors if runs(c)))
 
     def get(self, name: str) -> CollectorSpec:
         """Return the collector called ``name``."""
         return next(c for c in self.collectors if c.name == name)
 
 
-_HEADER_KEYS = ("description", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
+_HEADER_KEYS = ("description", "enabled", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
 _REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
 _METRIC_KEYS = ("name", "type", "help", "value", "labels", "fold")
 FOLDS = ("sum", "max", "min")
@@ -272,6 +279,7 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
         metrics=tuple(metrics),
         incremental=incremental,
         header_line=header_line,
+        enabled=top.get("enabled", as_bool, True),
     )
     return spec
 

@@ -93,6 +93,8 @@ class Config:
     max_series_per_metric: int = 2000
     include: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()
+    # Opt-in collectors (``enabled: false`` in their header) to run as well.
+    enable: frozenset[str] = frozenset()
     query_dirs: tuple[Path, ...] = (DEFAULT_QUERY_DIR,)
     thresholds: Thresholds = field(default_factory=Thresholds)
     operations_file: Path = DEFAULT_OPERATIONS_FILE
@@ -264,7 +266,7 @@ _TOP_KEYS = (
     "web_config_file",
 )
 _TARGET_KEYS = tuple(f.name for f in fields(TargetConfig))
-_COLLECTOR_KEYS = ("include", "exclude", "extra_query_dirs", "operations_file")
+_COLLECTOR_KEYS = ("include", "exclude", "enable", "extra_query_dirs", "operations_file")
 _SAMPLER_KEYS = ("enabled", "interval")
 _LOG_KEYS = ("level", "format")
 
@@ -291,7 +293,7 @@ def parse_config(text: str, source: str) -> Config:
         seen.add(target.name)
 
     collectors = top.section("collectors", _COLLECTOR_KEYS)
-    include = exclude = frozenset[str]()
+    include = exclude = enable = frozenset[str]()
     query_dirs = [DEFAULT_QUERY_DIR]
     operations_file = DEFAULT_OPERATIONS_FILE
     if collectors is not None:
@@ -300,6 +302,7 @@ def parse_config(text: str, source: str) -> Config:
             collectors.problem("operations_file", f"no such file: {operations_file}")
         include = frozenset(collectors.get("include", as_str_list, ()))
         exclude = frozenset(collectors.get("exclude", as_str_list, ()))
+        enable = frozenset(collectors.get("enable", as_str_list, ()))
         for raw in collectors.get("extra_query_dirs", as_str_list, ()):
             try:
                 path = as_path(base_dir)(raw)
@@ -330,6 +333,7 @@ def parse_config(text: str, source: str) -> Config:
         ),
         include=include,
         exclude=exclude,
+        enable=enable,
         query_dirs=tuple(query_dirs),
         thresholds=_read_thresholds(top.section("thresholds", [f.name for f in fields(Thresholds)])),
         operations_file=operations_file,

@@ -65,6 +65,7 @@ def exporter_for(
         targets=targets,
         thresholds=thresholds or Thresholds(),
         include=include,
+        enable=enable,
         scrape_timeout=scrape_timeout,
         query_dirs=(DEFAULT_QUERY_DIR, extra_dir) if extra_dir else (DEFAULT_QUERY_DIR,),
     )

@@ -261,14 +261,77 @@ async def test_workers_status_from_heartbeat_age(prefect_db: TestDatabase) -> No
     assert value(series, "prefect_db_workers_stored_status", work_pool="pool-w", status="ONLINE") == 2.0
     assert value(series, "prefect_db_workers_stored_status", work_pool="pool-w", status="OFFLINE") == 0.0
     assert value(series, "prefect_db_worker_rows", work_pool="pool-w") == 3.0
-    heartbeat_ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-w")
+    assert about(value(series, "prefect_db_work_pool_worker_heartbeat_age_seconds", work_pool="pool-w"), 10)
+    assert about(value(series, "prefect_db_work_pool_worker_heartbeat_age_seconds", work_pool="pool-i"), 60)
+    # No series per worker unless the opt-in collector is on.
+    assert samples(series, "prefect_db_worker_last_heartbeat_age_seconds") == {}
+
+    assert value(series, "prefect_db_workers", work_pool="pool-i", status="ONLINE") == 2.0
+    assert value(series, "prefect_db_workers", work_pool="pool-i", status="OFFLINE") == 1.0
+
+
+async def test_per_worker_heartbeat_ages_with_the_opt_in_collector(prefect_db: TestDatabase) -> None:
+    async with admin(prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-hb")
+        await seed.create_worker(conn, pool.id, "fresh", heartbeat_ago=10, interval=30)
+        await seed.create_worker(conn, pool.id, "lagging", heartbeat_ago=600, interval=30, status="ONLINE")
+        await seed.create_worker(conn, pool.id, "dead", heartbeat_ago=3 * 86400, interval=30)
+    # A default exporter does not run it; collectors.enable turns it on.
+    default = exporter_for(target_for(prefect_db))
+    assert "worker_heartbeats" not in [c.name for c in default.catalog.collectors]
+    await default.close()
+    exporter = exporter_for(target_for(prefect_db), enable=frozenset({"worker_heartbeats"}))
+    try:
+        series = await scrape(exporter)
+    finally:
+        await exporter.close()
+    assert value(series, "prefect_db_exporter_collector_success", collector="worker_heartbeats") == 1.0
+    heartbeat_ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-hb")
     ages = {dict(labels)["worker"]: age for labels, age in heartbeat_ages.items()}
+    # Recently seen workers only: the one silent for three days has no series.
     assert set(ages) == {"fresh", "lagging"}
     assert about(ages["fresh"], 10)
     assert about(ages["lagging"], 600)
 
-    assert value(series, "prefect_db_workers", work_pool="pool-i", status="ONLINE") == 2.0
-    assert value(series, "prefect_db_workers", work_pool="pool-i", status="OFFLINE") == 1.0
+
+async def test_worker_collectors_read_recent_workers_only_however_many_dead_rows_pile_up(
+    prefect_db: TestDatabase,
+) -> None:
+    """5,000 dead worker rows per pool (one per restarted pod) add no series and at most 1,000 rows read."""
+    async with admin(prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-k8s")
+        retired = await seed.create_work_pool(conn, "pool-retired")
+        await seed.create_worker(conn, pool.id, "alive", heartbeat_ago=5, interval=30)
+        for pool_id in (pool.id, retired.id):
+            await conn.execute(
+                """
+                INSERT INTO worker (id, work_pool_id, name, last_heartbeat_time)
+                SELECT gen_random_uuid(), $1, 'KubernetesWorker ' || gen_random_uuid(),
+                       now() - make_interval(days => 2 + i % 30)
+                FROM generate_series(1, 5000) AS i
+                """,
+                pool_id,
+            )
+        await conn.execute("ANALYZE worker")
+        read = {}
+        for name in ("workers", "worker_heartbeats"):
+            sql = load_catalog([DEFAULT_QUERY_DIR]).get(name).sql
+            plan = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql))[0]["Plan"]
+            scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "worker"]
+            assert all(node["Node Type"] != "Seq Scan" for node in scans), scans
+            read[name] = sum(
+                (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+                for node in scans
+            )
+    # The recent workers of each pool through the heartbeat index; dead rows counted up to 1,000 a pool.
+    # (EXPLAIN rounds the rows of each loop down: these are upper bounds.)
+    assert read["workers"] <= 1 + 1000 + 1000 and read["worker_heartbeats"] <= 1, read
+    series = await scrape_once(prefect_db, "workers", "worker_heartbeats")
+    assert value(series, "prefect_db_worker_rows", work_pool="pool-k8s") == 1000.0
+    assert value(series, "prefect_db_workers", work_pool="pool-k8s", status="ONLINE") == 1.0
+    assert value(series, "prefect_db_workers", work_pool="pool-k8s", status="OFFLINE") == 0.0
+    ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-k8s")
+    assert [dict(labels)["worker"] for labels in ages] == ["alive"]
 
 
 # 11. Work queues ----------------------------------------------------------------------------------
