@@ -1,4 +1,4 @@
--- description: Flow run state transitions per work pool and new state type, counted once each from new flow_run_state rows.
+-- description: Flow run state transitions per work pool and new state type, each committed flow_run_state row counted exactly once, whatever its commit delay up to max_commit_delay (10 min; see docs/collectors.md).
 -- timeout: 5s
 -- requires:
 --   server_version_min: 130000  # pg_current_snapshot()

@@ -363,7 +363,11 @@ async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluste
     assert not unknown, f"allow-list entries that name no expression: {sorted(unknown)}"
     started = time.monotonic()
     async with trouble(prefect_db) as scene:
-        exporter = exporter_for(target_for(prefect_db, name=TARGET, server_log=str(cluster.log_path)))
+        # The opt-in per-worker collector too, for the dashboard lines that show it when it is on.
+        exporter = exporter_for(
+            target_for(prefect_db, name=TARGET, server_log=str(cluster.log_path)),
+            enable=frozenset({"worker_heartbeats"}),
+        )
         async with (
             serving(exporter) as (_, exporter_url),
             promstack.Prometheus(prometheus_config(exporter_url)) as prom,
