@@ -5,7 +5,11 @@ average), 5 M logs and 2 M events (10 M event_resources rows); ``--scale 0.1`` f
 with a tenth of the *history*. The live workload (SCHEDULED/PENDING/RUNNING runs, their heartbeats,
 pools, queues, deployments, workers, limits) is the same at every scale, and history is written at
 the same rate (about 11,000 runs a day), so a smaller scale is the same installation with a shorter
-past: exactly what "cost must not grow with history" compares.
+past: exactly what "cost must not grow with history" compares. ``--live-scale`` fills ``bench_live``:
+the 0.1 history under a live installation ten times larger (50,000 deployments over 1,000 queues in
+100 pools, 2,037 recently seen workers with Kubernetes pod names, 20,000 dead ones, 10,000 SCHEDULED,
+1,000 PENDING and 1,000 RUNNING runs with heartbeats): what "cost must not grow with the live state"
+compares.
 
 All rows are written with set-based ``INSERT ... SELECT generate_series`` under deterministic ids
 (``md5(...)::uuid``). Secondary indexes of the big tables are dropped during the load and rebuilt
@@ -43,21 +47,68 @@ ROLE_SQL = REPO_ROOT / "deploy" / "exporter-role.sql"
 MARKER_PREFIX = "prefect-db-exporter bench"
 BIG_TABLES = ("flow_run", "flow_run_state", "log", "events", "event_resources")
 
-# Fixed sizes (independent of scale): the live installation.
-POOLS = 50
-DEAD_POOLS = 2  # the last pools: no live worker, queues unpolled for a day
-QUEUES = 200  # 4 per pool: the default queue and q1..q3
-FLOWS = 500
-DEPLOYMENTS = 5000
-DEPLOYMENT_LIMITS = 300
-GLOBAL_LIMITS = 50
-TAG_LIMITS = 20
-DEAD_WORKERS = 3000
-LIVE_SCHEDULED = 3000
-LIVE_PENDING = 200
-LIVE_RUNNING = 300
-LIVE_PAUSED = 20
-LIVE_CANCELLING = 5
+
+@dataclass(frozen=True)
+class Live:
+    """The live installation: pools, queues, deployments, workers and runs that are not history yet."""
+
+    pools: int = 50
+    dead_pools: int = 2  # the last pools: no live worker, queues unpolled for a day
+    queues: int = 200  # spread over the pools: each pool's default queue and q1, q2, ...
+    flows: int = 500
+    deployments: int = 5000
+    deployment_limits: int = 300
+    global_limits: int = 50
+    tag_limits: int = 20
+    dead_workers: int = 3000
+    workers_per_live_pool: int = 2
+    # Kubernetes workers are named after their pod, so every pod restart is a new worker name.
+    pod_named_workers: bool = False
+    scheduled: int = 3000
+    pending: int = 200
+    running: int = 300
+    paused: int = 20
+    cancelling: int = 5
+
+
+# Every history scale shares one live installation ...
+LIVE = Live()
+# ... and the live-scale build is one installation ten times larger in everything that is not history
+# (prefect#21791 reports 42k+ deployments on one queue; every Kubernetes pod is a new worker).
+LIVE_SCALE = Live(
+    pools=100,
+    queues=1000,
+    deployments=50_000,
+    workers_per_live_pool=21,  # 97 live pools: 2,037 recently seen workers
+    pod_named_workers=True,
+    dead_workers=20_000,
+    scheduled=10_000,
+    pending=1000,
+    running=1000,
+)
+LIVE_SCALE_HISTORY = 0.1
+
+
+@dataclass(frozen=True)
+class Build:
+    """One benchmark database: a history scale and a live installation."""
+
+    key: str  # "1.0", "0.1" or "live": the name in results and reports
+    scale: float
+    live: Live
+
+    @classmethod
+    def history(cls, scale: float) -> Build:
+        """The build of a history scale with the common live installation."""
+        return cls(f"{scale:.1f}", scale, LIVE)
+
+    @property
+    def name(self) -> str:
+        """The template database name, e.g. ``bench_1_0``, ``bench_0_1`` or ``bench_live``."""
+        return "bench_" + self.key.replace(".", "_")
+
+
+LIVE_BUILD = Build("live", LIVE_SCALE_HISTORY, LIVE_SCALE)
 HEARTBEAT_SECONDS = 30
 RECENT_HEARTBEAT_HOURS = 6  # finished runs that ended this recently keep their heartbeats
 # History at scale 1.0: 1 M runs over 90 days; 5 logs and 2 state events per run.
@@ -66,14 +117,12 @@ HISTORY_DAYS = 90
 LOGS_PER_RUN = 5
 
 
-def database_name(scale: float) -> str:
-    """Return the template database name for a scale, e.g. ``bench_1_0`` or ``bench_0_1``."""
-    return "bench_" + f"{scale:.1f}".replace(".", "_")
-
-
-def marker(scale: float, anchor: datetime) -> str:
+def marker(build: Build, anchor: datetime) -> str:
     """Return the database comment that marks a complete build."""
-    return f"{MARKER_PREFIX} scale={scale:.1f} prefect={PREFECT_VERSION} anchor={anchor.isoformat()}"
+    return (
+        f"{MARKER_PREFIX} build={build.key} scale={build.scale:.1f} prefect={PREFECT_VERSION}"
+        f" anchor={anchor.isoformat()}"
+    )
 
 
 def parse_marker(comment: str) -> dict[str, str] | None:
@@ -234,12 +283,15 @@ STEPS: list[tuple[str, str | None, str]] = [
                             heartbeat_interval_seconds, status)
         SELECT md5('wk' || p || ':' || k)::uuid, $anchor - interval '2 days',
                $anchor - make_interval(secs => (p * 7 + k * 11) % 25),
-               (ARRAY['KubernetesWorker', 'KubernetesWorker', 'ProcessWorker', 'ProcessWorker',
-                      'DockerWorker'])[1 + p % 5] || ' ' || md5('wk' || p || ':' || k)::uuid,
+               CASE WHEN $pod_named_workers
+                    THEN 'KubernetesWorker prefect-worker-' || left(md5('rs' || p), 10) || '-'
+                         || left(md5('pod' || p || ':' || k), 5)
+                    ELSE (ARRAY['KubernetesWorker', 'KubernetesWorker', 'ProcessWorker', 'ProcessWorker',
+                                'DockerWorker'])[1 + p % 5] || ' ' || md5('wk' || p || ':' || k)::uuid END,
                $anchor - make_interval(secs => (p * 7 + k * 11) % 25),
                md5('wp' || p)::uuid, 30, 'ONLINE'
         FROM generate_series(0, $pools - $dead_pools - 2) AS p
-        CROSS JOIN generate_series(1, 2) AS k;
+        CROSS JOIN generate_series(1, $workers_per_live_pool) AS k;
         -- Workers are never deleted: every restart leaves a dead row (prefect#12176).
         INSERT INTO worker (id, created, updated, name, last_heartbeat_time, work_pool_id,
                             heartbeat_interval_seconds, status)
@@ -652,29 +704,32 @@ CROSS JOIN LATERAL (
 """
 
 
-def substitutions(scale: float, anchor: datetime) -> dict[str, str]:
+def substitutions(build: Build, anchor: datetime) -> dict[str, str]:
     """Return the values of the $-placeholders of the generation SQL."""
-    sizes = Sizes.for_scale(scale)
+    sizes = Sizes.for_scale(build.scale)
+    live = build.live
     return {
         "anchor": f"'{anchor.isoformat()}'::timestamptz",
-        "pools": str(POOLS),
-        "dead_pools": str(DEAD_POOLS),
-        "queues": str(QUEUES),
-        "flows": str(FLOWS),
-        "deployments": str(DEPLOYMENTS),
-        "deployment_limits": str(DEPLOYMENT_LIMITS),
-        "global_limits": str(GLOBAL_LIMITS),
-        "tag_limits": str(TAG_LIMITS),
-        "dead_workers": str(DEAD_WORKERS),
+        "pools": str(live.pools),
+        "dead_pools": str(live.dead_pools),
+        "queues": str(live.queues),
+        "flows": str(live.flows),
+        "deployments": str(live.deployments),
+        "deployment_limits": str(live.deployment_limits),
+        "global_limits": str(live.global_limits),
+        "tag_limits": str(live.tag_limits),
+        "dead_workers": str(live.dead_workers),
+        "workers_per_live_pool": str(live.workers_per_live_pool),
+        "pod_named_workers": "true" if live.pod_named_workers else "false",
         "history_runs": str(sizes.history_runs),
         "span_per_run": repr(sizes.span_seconds_per_run),
         "logs": str(sizes.logs),
         "logs_per_run": str(LOGS_PER_RUN),
-        "n_sched": str(LIVE_SCHEDULED),
-        "n_pending": str(LIVE_PENDING),
-        "n_running": str(LIVE_RUNNING),
-        "n_paused": str(LIVE_PAUSED),
-        "n_cancelling": str(LIVE_CANCELLING),
+        "n_sched": str(live.scheduled),
+        "n_pending": str(live.pending),
+        "n_running": str(live.running),
+        "n_paused": str(live.paused),
+        "n_cancelling": str(live.cancelling),
         "hb_seconds": str(HEARTBEAT_SECONDS),
         "recent_hb_hours": str(RECENT_HEARTBEAT_HOURS),
     }
@@ -688,9 +743,9 @@ def renice(pid: int, niceness: int = 10) -> None:
 class Builder:
     """Fills one database, step by step, printing row counts and elapsed times."""
 
-    def __init__(self, conn: asyncpg.Connection, scale: float, anchor: datetime) -> None:
+    def __init__(self, conn: asyncpg.Connection, build: Build, anchor: datetime) -> None:
         self.conn = conn
-        self.values = substitutions(scale, anchor)
+        self.values = substitutions(build, anchor)
         self.started = time.monotonic()
 
     def log(self, message: str) -> None:
@@ -748,7 +803,7 @@ class Builder:
         await self.conn.execute("DROP TABLE hist, path, live, live_path, beats")
 
 
-async def fill(dsn: str, scale: float, anchor: datetime) -> None:
+async def fill(dsn: str, build: Build, anchor: datetime) -> None:
     """Connect as superuser and fill the database at ``dsn``."""
     conn = await asyncpg.connect(dsn, command_timeout=None)
     try:
@@ -765,7 +820,7 @@ async def fill(dsn: str, scale: float, anchor: datetime) -> None:
             "SET jit = off",
         ):
             await conn.execute(setting)
-        builder = Builder(conn, scale, anchor)
+        builder = Builder(conn, build, anchor)
         await builder.run()
         builder.log("VACUUM (FREEZE, ANALYZE)")
         await conn.execute("RESET session_replication_role")
@@ -788,20 +843,20 @@ def report_sizes(cluster: PgCluster, name: str) -> str:
     return out.strip().replace("\n", "; ")
 
 
-def ensure_database(cluster: PgCluster, scale: float, *, force: bool = False) -> tuple[str, datetime]:
-    """Return the name and anchor of the benchmark database for a scale, building it if needed."""
-    name = database_name(scale)
+def ensure_database(cluster: PgCluster, build: Build, *, force: bool = False) -> tuple[str, datetime]:
+    """Return the name and anchor of a benchmark database, building it if needed."""
+    name = build.name
     anchor = build_anchor(cluster, name)
     if anchor is not None and not force:
         progress(f"reusing {name} (built with anchor {anchor.isoformat()}); --force rebuilds it")
         return name, anchor
     started = time.monotonic()
     template = ensure_template(cluster, PREFECT_VERSION)
-    progress(f"building {name} at scale {scale} on the prefect {PREFECT_VERSION} schema ({template})")
+    progress(f"building {name} ({build}) on the prefect {PREFECT_VERSION} schema ({template})")
     cluster.drop_database(name)
     cluster.create_database(name, template=template)
     anchor = datetime.now(UTC).replace(microsecond=0)
-    asyncio.run(fill(cluster.dsn(name), scale, anchor))
+    asyncio.run(fill(cluster.dsn(name), build, anchor))
     cluster.psql(
         "",
         name,
@@ -812,21 +867,26 @@ def ensure_database(cluster: PgCluster, scale: float, *, force: bool = False) ->
         'ALTER DATABASE :"db" WITH IS_TEMPLATE true;\n'
         "COMMENT ON DATABASE :\"db\" IS :'marker';\n"
         "CHECKPOINT;\n",
-        variables={"db": name, "marker": marker(scale, anchor)},
+        variables={"db": name, "marker": marker(build, anchor)},
     )
     progress(f"built {name} in {time.monotonic() - started:.0f} s: {report_sizes(cluster, name)}")
     return name, anchor
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: ``python -m bench.generate --scale 1.0 [--force]``."""
+    """Command-line entry point: ``python -m bench.generate --scale 1.0 [--live-scale] [--force]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="history size: 1.0 = 1 M flow runs")
+    parser.add_argument(
+        "--live-scale",
+        action="store_true",
+        help=f"build bench_live instead: history {LIVE_SCALE_HISTORY}, a live installation ten times larger",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
     args = parser.parse_args(argv)
     os.nice(10)
     cluster = ensure_cluster()
-    ensure_database(cluster, args.scale, force=args.force)
+    ensure_database(cluster, LIVE_BUILD if args.live_scale else Build.history(args.scale), force=args.force)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from bench.cluster import progress
-from bench.generate import marker
+from bench.generate import Build, marker
 
 RECENT_WINDOW = timedelta(hours=8)
 MIN_SHIFT = timedelta(seconds=30)
@@ -56,8 +56,9 @@ UPDATE concurrency_limit SET updated = updated + $1;
 """
 
 
-async def shift_to_now(dsn: str, name: str, scale: float, anchor: datetime) -> datetime:
-    """Shift the recent rows of database ``name`` by now() - anchor; return the new anchor."""
+async def shift_to_now(dsn: str, build: Build, anchor: datetime) -> datetime:
+    """Shift the recent rows of a benchmark database by now() - anchor; return the new anchor."""
+    name = build.name
     conn = await asyncpg.connect(dsn, command_timeout=None)
     try:
         now: datetime = await conn.fetchval("SELECT date_trunc('second', now())")
@@ -71,7 +72,7 @@ async def shift_to_now(dsn: str, name: str, scale: float, anchor: datetime) -> d
             for statement in filter(None, (s.strip() for s in SHIFT_SQL.split(";"))):
                 args = (delta, anchor - RECENT_WINDOW) if "$2" in statement else (delta,)
                 await conn.execute(statement, *args)
-            new_marker = marker(scale, now).replace("'", "''")
+            new_marker = marker(build, now).replace("'", "''")
             await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{new_marker}'")
         await conn.execute(
             "VACUUM (ANALYZE) flow_run, flow_run_state, events, worker, work_queue, deployment, work_pool,"

@@ -13,17 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from grafana_foundation_sdk.builders import bargauge, prometheus, stat, statetimeline, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as builders
-from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import table as table_builders
 from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.common import (
+    TableCellBackgroundDisplayMode,
+    TableColoredBackgroundCellOptions,
+)
+from grafana_foundation_sdk.models.dashboard import AnnotationQuery as AnnotationQueryModel
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DashboardLinkType,
     DataSourceRef,
+    DataTransformerConfig,
+    DynamicConfigValue,
     Threshold,
     ThresholdsMode,
     ValueMap,
@@ -35,15 +43,28 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.dashboard import (
     DashboardLink as DashboardLinkModel,
 )
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DASHBOARD_DIR: Final = Path(__file__).resolve().parent
 TAG: Final = "prefect-db"
 REPOSITORY: Final = "https://github.com/prefect-postgres-exporter/prefect-postgres-exporter"
 RUNBOOK_URL: Final = REPOSITORY + "/blob/main/docs/runbooks.md#{anchor}"
 DATASOURCE: Final = DataSourceRef(type_val="prometheus", uid="${datasource}")
-# Selectors every query carries; "All" of work_pool is ".*" because runs without a queue have work_pool="".
-T: Final = 'target=~"$target"'
-TP: Final = 'target=~"$target", work_pool=~"$work_pool"'
+# Selectors every query carries (dashboards/lint.py holds them): the scrape's job and instance, as Grafana's
+# dashboard-linter wants on every board, and the exporter's target. "All" of work_pool is ".*" because runs
+# without a queue have work_pool="".
+J: Final = 'job=~"$job", instance=~"$instance"'
+T: Final = J + ', target=~"$target"'
+TP: Final = T + ', work_pool=~"$work_pool"'
+# The boards, by uid: the overview's drill-down links open the work pools board.
+OVERVIEW_UID: Final = "prefect-db-overview"
+POSTGRES_UID: Final = "prefect-db-postgres"
+WORK_POOLS_UID: Final = "prefect-db-work-pools"
+# What a link to another board carries: the time range and the scrape's variables; the target and the
+# work pool come from the clicked row or series when it has them.
+CARRIED: Final = "${__url_time_range}&${job:queryparam}&${instance:queryparam}"
+# Grafana evaluates annotation queries at this step, and $__interval is the step.
+ANNOTATION_STEP: Final = "60s"
 
 # Thresholds shared with the alert rules (alerts/prefect-db-alerts.yml), so panels show the paging boundary.
 CONNECTIONS_WARNING: Final = 0.8
@@ -115,8 +136,10 @@ def graph(
     width: int = 12,
     height: int = 8,
     steps: tuple[tuple[float, str], ...] = (),
+    links: tuple[Builder[DashboardLinkModel], ...] = (),
+    data_links: tuple[Builder[DashboardLinkModel], ...] = (),
 ) -> timeseries.Panel:
-    """A time series panel."""
+    """A time series panel; ``links`` go in its header, ``data_links`` on each series."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -141,8 +164,10 @@ def graph(
         panel = panel.thresholds(thresholds(*steps)).thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
         )
-    if alerts:
-        panel = panel.links(runbook_links(alerts))
+    if alerts or links:
+        panel = panel.links([*runbook_links(alerts), *links])
+    if data_links:
+        panel = panel.data_links(list(data_links))
     return panel
 
 
@@ -157,6 +182,7 @@ def single(
     mapping: dict[str, tuple[str, str]] | None = None,
     no_value: str | None = "0",
     width: int = 4,
+    links: tuple[Builder[DashboardLinkModel], ...] = (),
 ) -> stat.Panel:
     """A stat panel showing the latest value; an empty result shows ``no_value`` (counts: 0)."""
     panel = (
@@ -181,12 +207,188 @@ def single(
             for index, (value, (text, color)) in enumerate(sorted(mapping.items()))
         }
         panel = panel.mappings([ValueMap(options=options)])
+    if alerts or links:
+        panel = panel.links([*runbook_links(alerts), *links])
+    return panel
+
+
+def work_pools_url(*, target: str = "${target:queryparam}", work_pool: str = "") -> str:
+    """A link to the work pools board with the time range, job, instance, target and (maybe) pool."""
+    url = f"/d/{WORK_POOLS_UID}?{CARRIED}&{target}"
+    return url + (f"&var-work_pool={work_pool}" if work_pool else "")
+
+
+def drill_down(title: str = "Work pools & queues", url: str | None = None) -> Builder[DashboardLinkModel]:
+    """A panel link to the work pools board carrying the dashboard's variables and time range."""
+    return (
+        builders.DashboardLink(title)
+        .type(DashboardLinkType.LINK)
+        .url(url or work_pools_url())
+        .icon("dashboard")
+    )
+
+
+def pool_data_link(title: str, target_ref: str, pool_ref: str) -> Builder[DashboardLinkModel]:
+    """A data link from a series or table row to the work pools board filtered to its target and pool."""
+    return builders.DashboardLink(title).url(
+        work_pools_url(target=f"var-target={target_ref}", work_pool=pool_ref)
+    )
+
+
+def timeline(
+    title: str,
+    description: str,
+    query: Query,
+    states: dict[str, tuple[str, str]],
+    *,
+    alerts: tuple[str, ...] = (),
+    width: int = 8,
+    height: int = 8,
+) -> statetimeline.Panel:
+    """A state timeline: one band per series, coloured by the value mapping ``states``."""
+    options = {
+        value: ValueMappingResult(text=text, color=color, index=index)
+        for index, (value, (text, color)) in enumerate(sorted(states.items()))
+    }
+    panel = (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .unit("short")
+        .datasource(DATASOURCE)
+        .targets(targets((query,)))
+        .span(width)
+        .height(height)
+        .mappings([ValueMap(options=options)])
+        .thresholds(thresholds())
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(True)
+        .row_height(0.8)
+        .fill_opacity(80)
+        .legend(common_builders.VizLegendOptions().show_legend(False))
+    )
     if alerts:
         panel = panel.links(runbook_links(alerts))
     return panel
 
 
-Panel = timeseries.Panel | stat.Panel
+def bars(title: str, description: str, unit: str, query: Query, *, width: int = 12) -> bargauge.Panel:
+    """A horizontal bar gauge of the latest values, largest first."""
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DATASOURCE)
+        .targets(targets((query,), instant=True))
+        .span(width)
+        .height(8)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .value_mode(common.BarGaugeValueMode.COLOR)
+        .show_unfilled(True)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .min(0)
+        .thresholds(thresholds())
+    )
+
+
+# Stored statuses of work queues and pools as the numbers a state timeline colours (the exporter exports one
+# 0/1 flag per status; PAUSED is what remains when neither READY nor NOT_READY is set).
+STATUS_STATES: Final = {"0": ("PAUSED", "blue"), "1": ("NOT_READY", RED), "2": ("READY", GREEN)}
+
+
+def status_code(metric: str, selector: str, by: str) -> str:
+    """2 while the stored status is READY, 1 while NOT_READY, 0 while PAUSED, per ``by``."""
+    return (
+        f'2 * sum by ({by}) ({metric}{{{selector}, status="READY"}})'
+        f' + sum by ({by}) ({metric}{{{selector}, status="NOT_READY"}})'
+    )
+
+
+@dataclass(frozen=True)
+class Column:
+    """One query of a table: its column title, unit and the value from which a cell turns red."""
+
+    title: str
+    expr: str
+    unit: str = "short"
+    red_from: float = 1
+
+
+def table(
+    title: str,
+    description: str,
+    keys: tuple[str, ...],
+    columns: tuple[Column, ...],
+    *,
+    no_value: str,
+    link_key: str | None = None,
+    alerts: tuple[str, ...] = (),
+    width: int = 24,
+    height: int = 7,
+) -> table_builders.Panel:
+    """A table with one row per ``keys`` and one column per query (instant, merged by their labels)."""
+    queries = tuple(Query(column.expr, column.title) for column in columns)
+    built: list[Builder[variants.Dataquery]] = []
+    for target in targets(queries, instant=True):
+        assert isinstance(target, prometheus.Dataquery)
+        built.append(target.format(PromQueryFormat.TABLE))
+    names = {f"Value #{chr(ord('A') + i)}": column.title for i, column in enumerate(columns)}
+    order = {name: i for i, name in enumerate((*keys, *names))}
+    panel = (
+        table_builders.Panel()
+        .title(title)
+        .description(description)
+        .unit("short")
+        .datasource(DATASOURCE)
+        .targets(built)
+        .span(width)
+        .height(height)
+        .no_value(no_value)
+        .transformations(
+            [
+                DataTransformerConfig(id_val="merge", options={}),
+                DataTransformerConfig(
+                    id_val="organize",
+                    options={"excludeByName": {"Time": True}, "indexByName": order, "renameByName": names},
+                ),
+            ]
+        )
+        .cell_options(TableColoredBackgroundCellOptions(mode=TableCellBackgroundDisplayMode.BASIC))
+        .thresholds(thresholds())
+        .sort_by([common_builders.TableSortByFieldState().display_name(keys[0])])
+    )
+    for column in columns:
+        properties = [
+            DynamicConfigValue(id_val="unit", value=column.unit),
+            DynamicConfigValue(
+                id_val="thresholds",
+                value={
+                    "mode": "absolute",
+                    "steps": [{"color": GREEN, "value": None}, {"color": RED, "value": column.red_from}],
+                },
+            ),
+        ]
+        panel = panel.override_by_name(column.title, properties)
+    for key in keys:
+        # The label columns are text: no background colour.
+        panel = panel.override_by_name(
+            key, [DynamicConfigValue(id_val="custom.cellOptions", value={"type": "auto"})]
+        )
+    if link_key is not None:
+        link = pool_data_link(
+            "Open ${__data.fields.work_pool} on the work pools board",
+            "${__data.fields.target}",
+            "${__data.fields.work_pool}",
+        ).build()
+        panel = panel.override_by_name(link_key, [DynamicConfigValue(id_val="links", value=[link])])
+    if alerts:
+        panel = panel.links(runbook_links(alerts))
+    return panel
+
+
+Panel = timeseries.Panel | stat.Panel | statetimeline.Panel | bargauge.Panel | table_builders.Panel
 Rows = list[tuple[str, tuple[Panel, ...]]]
 
 
@@ -195,42 +397,119 @@ def row(title: str, *panels: Panel) -> tuple[str, tuple[Panel, ...]]:
     return title, panels
 
 
-def variables(with_work_pool: bool) -> list[Any]:
-    """The datasource, target and (optionally) work_pool variables."""
-    everything = VariableOption(selected=True, text="All", value="$__all")
-    found: list[Any] = [
-        builders.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        builders.QueryVariable("target")
-        .label("Target")
-        .description("The exporter's target label: one Prefect database.")
+def query_variable(name: str, description: str, query: str, *, all_value: str = ".+") -> Any:
+    """A multi-value label_values() variable with "All", refreshed on time range change (linter rules)."""
+    return (
+        builders.QueryVariable(name)
+        .label(name.replace("_", " ").capitalize())
+        .description(description)
         .datasource(DATASOURCE)
-        .query("label_values(prefect_db_up, target)")
+        .query(query)
         .multi(True)
         .include_all(True)
-        .all_value(".+")
-        .current(everything)
+        .all_value(all_value)
+        .current(VariableOption(selected=True, text="All", value="$__all"))
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(VariableSort.ALPHABETICAL_ASC),
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def variables(with_work_pool: bool) -> list[Any]:
+    """The datasource, job, instance, target and (optionally) work_pool variables."""
+    found: list[Any] = [
+        builders.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        query_variable(
+            "job", "The Prometheus scrape job of the exporter.", "label_values(prefect_db_up, job)"
+        ),
+        query_variable(
+            "instance",
+            "The exporter instance (host:port) Prometheus scrapes.",
+            'label_values(prefect_db_up{job=~"$job"}, instance)',
+        ),
+        query_variable(
+            "target",
+            "The exporter's target label: one Prefect database.",
+            f"label_values(prefect_db_up{{{J}}}, target)",
+        ),
     ]
     if with_work_pool:
         found.append(
-            builders.QueryVariable("work_pool")
-            .label("Work pool")
-            .description("Prefect work pool; the empty pool holds runs and deployments without a work queue.")
-            .datasource(DATASOURCE)
-            .query('label_values(prefect_db_work_pool_queues{target=~"$target"}, work_pool)')
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(everything)
-            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(VariableSort.ALPHABETICAL_ASC)
+            query_variable(
+                "work_pool",
+                "Prefect work pool; the empty pool holds runs and deployments without a work queue.",
+                f"label_values(prefect_db_work_pool_queues{{{T}}}, work_pool)",
+                all_value=".*",
+            )
         )
     return found
 
 
+class PrometheusAnnotation(AnnotationQueryModel):
+    """A Prometheus annotation query: the SDK's model lacks the Prometheus fields (title, step, tags)."""
+
+    def __init__(self, name: str, expr: str, color: str, title: str, text: str) -> None:
+        super().__init__(name=name, datasource=DATASOURCE, enable=True, icon_color=color, expr=expr)
+        self.title, self.text = title, text
+
+    def to_json(self) -> dict[str, object]:
+        return super().to_json() | {
+            "step": ANNOTATION_STEP,
+            "titleFormat": self.title,
+            "textFormat": self.text,
+            "tagKeys": "target",
+            "useValueForTime": False,
+        }
+
+
+@dataclass(frozen=True)
+class Annotation(Builder[AnnotationQueryModel]):
+    """Builds one :class:`PrometheusAnnotation`."""
+
+    name: str
+    expr: str
+    color: str
+    title: str
+    text: str
+
+    def build(self) -> AnnotationQueryModel:
+        return PrometheusAnnotation(self.name, self.expr, self.color, self.title, self.text)
+
+
+# Events every board marks. Each expression compares a value with the one a step ($__interval) earlier, so
+# consecutive steps tile time and every change is marked exactly once (changes() over [$__interval] misses a
+# change that falls between two windows).
+ANNOTATIONS: Final = (
+    Annotation(
+        "PostgreSQL restarts",
+        f"prefect_db_postmaster_start_time_seconds{{{T}}}"
+        f" > prefect_db_postmaster_start_time_seconds{{{T}}} offset $__interval",
+        RED,
+        "PostgreSQL restarted",
+        "{{target}}: the server's start time changed; connections were dropped and statistics may be reset.",
+    ),
+    Annotation(
+        "Prefect schema changes",
+        f"(prefect_db_prefect_release_info{{{T}}}"
+        f" unless on (target, alembic_revision) prefect_db_prefect_release_info{{{T}}} offset $__interval)"
+        f" and on (target) prefect_db_prefect_release_info{{{T}}} offset $__interval",
+        "purple",
+        "Prefect schema migrated",
+        "{{target}}: schema revision {{alembic_revision}} (Prefect {{first_release}}; polls can deadlock: "
+        "{{poll_deadlocks}}).",
+    ),
+    Annotation(
+        "Exporter reloads",
+        f"prefect_db_exporter_config_last_reload_success_timestamp_seconds{{{J}}}"
+        f" > prefect_db_exporter_config_last_reload_success_timestamp_seconds{{{J}}} offset $__interval",
+        "blue",
+        "Exporter reloaded",
+        "{{instance}}: the exporter loaded its configuration and collectors again (reload or restart).",
+    ),
+)
+
+
 def dashboard(uid: str, title: str, description: str, rows: Rows, *, with_work_pool: bool = False) -> Any:
-    """Assemble a dashboard, its variables, links to the other dashboards and numbered panels."""
+    """Assemble a dashboard, its variables, annotations, links to the other boards and numbered panels."""
     board = (
         builders.Dashboard(title)
         .uid(uid)
@@ -242,6 +521,7 @@ def dashboard(uid: str, title: str, description: str, rows: Rows, *, with_work_p
         .timezone("browser")
         .tooltip(DashboardCursorSync.CROSSHAIR)
         .variables(variables(with_work_pool))
+        .annotations(list(ANNOTATIONS))
         .link(
             builders.DashboardLink("Prefect database")
             .type(DashboardLinkType.DASHBOARDS)
@@ -277,8 +557,61 @@ def render(board: Any) -> str:
 
 
 def overview() -> Any:
-    """Is the database healthy, are runs flowing, what is stuck."""
+    """What is stuck now, is the database healthy, are runs flowing."""
+    queue = "target, work_pool, work_queue"
     rows = [
+        row(
+            "Stuck now",
+            table(
+                "Stuck now",
+                "Every work queue with something stuck right now, one row per queue; empty when nothing is. "
+                "Stranded PENDING: runs PENDING beyond pending_stale_seconds (they hold concurrency slots "
+                "and never time out). Zombie RUNNING: RUNNING runs whose heartbeats stopped. Late: "
+                f"scheduled runs past their start. Not polled for: no worker polled the unpaused queue for "
+                f"{QUEUE_UNPOLLED_SECONDS // 60} minutes. Online workers 0: the pool had workers and none is "
+                "ONLINE. Click a pool to open it on the work pools board.",
+                ("target", "work_pool", "work_queue"),
+                (
+                    Column(
+                        "Stranded PENDING",
+                        f"sum by ({queue}) (prefect_db_pending_runs_stale{{{T}}}) > 0",
+                    ),
+                    Column(
+                        "Zombie RUNNING",
+                        f"sum by ({queue}) (prefect_db_running_runs_heartbeat_stale{{{T}}}) > 0",
+                    ),
+                    Column("Late", f"sum by ({queue}) (prefect_db_late_runs{{{T}}}) > 0"),
+                    Column(
+                        "Not polled for",
+                        f"max by ({queue}) (prefect_db_work_queue_last_polled_age_seconds{{{T}}})"
+                        f" > {QUEUE_UNPOLLED_SECONDS}"
+                        f" unless on ({queue}) prefect_db_work_queue_paused{{{T}}} == 1"
+                        f" unless on (target, work_pool) prefect_db_work_pool_paused{{{T}}} == 1",
+                        unit="s",
+                        red_from=QUEUE_UNPOLLED_SECONDS,
+                    ),
+                    Column(
+                        "Online workers",
+                        # The queues of pools whose workers are all offline; the value is the 0 online.
+                        f"max by ({queue}) (prefect_db_work_queue_paused{{{T}}}) == 0"
+                        " and on (target, work_pool)"
+                        f' sum by (target, work_pool) (prefect_db_workers{{{T}, status="ONLINE"}}) == 0'
+                        f" and on (target, work_pool) prefect_db_worker_rows{{{T}}} > 0"
+                        f" and on (target, work_pool) prefect_db_work_pool_paused{{{T}}} == 0",
+                        red_from=-1,
+                    ),
+                ),
+                no_value="Nothing is stuck",
+                link_key="work_pool",
+                alerts=(
+                    "PrefectFlowRunsStuckPending",
+                    "PrefectFlowRunsHeartbeatStale",
+                    "PrefectFlowRunsLate",
+                    "PrefectWorkQueueNotPolled",
+                    "PrefectWorkPoolNoOnlineWorkers",
+                ),
+            ),
+        ),
         row(
             "Database health",
             single(
@@ -364,13 +697,14 @@ def overview() -> Any:
                 width=8,
             ),
             graph(
-                "Deadlocks",
-                "Deadlocks PostgreSQL detected per interval. Repeated deadlocks on deployment rows mean "
-                "several workers poll one queue on Prefect before 3.7: upgrade Prefect or use one worker "
-                "per queue; the PostgreSQL internals dashboard attributes them to operations.",
-                "short",
+                "Deadlocks per minute",
+                "Deadlocks PostgreSQL detected, per minute (a rate: the scale does not change with zoom). "
+                "Repeated deadlocks on deployment rows mean several workers poll one queue on Prefect "
+                "before 3.7: upgrade Prefect or use one worker per queue; the PostgreSQL internals "
+                "dashboard attributes them to operations.",
+                "opm",
                 Query(
-                    f"sum by (target) (increase(prefect_db_deadlocks_total{{{T}}}[$__rate_interval]))",
+                    f"sum by (target) (rate(prefect_db_deadlocks_total{{{T}}}[$__rate_interval])) * 60",
                     "{{target}}",
                 ),
                 alerts=("PrefectPostgresDeadlocks",),
@@ -437,6 +771,7 @@ def overview() -> Any:
                 "short",
                 Query(f"sum(prefect_db_pending_runs_stale{{{T}}})", "stale PENDING"),
                 alerts=("PrefectFlowRunsStuckPending",),
+                links=(drill_down(),),
                 steps=((1, RED),),
             ),
             single(
@@ -446,6 +781,7 @@ def overview() -> Any:
                 "short",
                 Query(f"sum(prefect_db_late_runs{{{T}}})", "late"),
                 alerts=("PrefectFlowRunsLate",),
+                links=(drill_down(),),
                 steps=((1, ORANGE),),
             ),
             single(
@@ -455,6 +791,7 @@ def overview() -> Any:
                 "short",
                 Query(f"sum(prefect_db_running_runs_heartbeat_stale{{{T}}})", "stale heartbeats"),
                 alerts=("PrefectFlowRunsHeartbeatStale",),
+                links=(drill_down(),),
                 steps=((1, RED),),
             ),
             single(
@@ -470,6 +807,7 @@ def overview() -> Any:
                     "unpolled",
                 ),
                 alerts=("PrefectWorkQueueNotPolled",),
+                links=(drill_down(),),
                 steps=((1, ORANGE),),
             ),
             single(
@@ -484,6 +822,7 @@ def overview() -> Any:
                     "pools",
                 ),
                 alerts=("PrefectWorkPoolNoOnlineWorkers",),
+                links=(drill_down(),),
                 steps=((1, ORANGE),),
             ),
             single(
@@ -512,20 +851,28 @@ def overview() -> Any:
             graph(
                 "Stuck runs by work pool",
                 "Stale PENDING, late and silent RUNNING runs per work pool (empty pool: runs without a "
-                "queue). Open the work pools dashboard for the queues of a pool.",
+                "queue). Click a series to open its pool on the work pools board.",
                 "short",
                 Query(
-                    f"sum by (work_pool) (prefect_db_pending_runs_stale{{{T}}})",
+                    f"sum by (target, work_pool) (prefect_db_pending_runs_stale{{{T}}})",
                     "{{work_pool}} stale PENDING",
                 ),
-                Query(f"sum by (work_pool) (prefect_db_late_runs{{{T}}})", "{{work_pool}} late"),
+                Query(f"sum by (target, work_pool) (prefect_db_late_runs{{{T}}})", "{{work_pool}} late"),
                 Query(
-                    f"sum by (work_pool) (prefect_db_running_runs_heartbeat_stale{{{T}}})",
+                    f"sum by (target, work_pool) (prefect_db_running_runs_heartbeat_stale{{{T}}})",
                     "{{work_pool}} silent RUNNING",
                 ),
                 Query(
-                    f'sum by (work_pool) (prefect_db_workers{{{T}, status="OFFLINE"}})',
+                    f'sum by (target, work_pool) (prefect_db_workers{{{T}, status="OFFLINE"}})',
                     "{{work_pool}} offline workers",
+                ),
+                links=(drill_down(),),
+                data_links=(
+                    pool_data_link(
+                        "Open ${__field.labels.work_pool} on the work pools board",
+                        "${__field.labels.target}",
+                        "${__field.labels.work_pool}",
+                    ),
                 ),
             ),
         ),
@@ -621,29 +968,29 @@ def postgres() -> Any:
         row(
             "Deadlocks",
             graph(
-                "Deadlocks",
-                "Deadlocks per interval from pg_stat_database and, when server_log is configured, from "
-                "the server log. On deployment rows they come from several workers polling one queue "
-                "(Prefect before 3.7).",
-                "short",
+                "Deadlocks per minute",
+                "Deadlocks per minute from pg_stat_database and, when server_log is configured, from the "
+                "server log (rates: the scale does not change with zoom). On deployment rows they come "
+                "from several workers polling one queue (Prefect before 3.7).",
+                "opm",
                 Query(
-                    f"sum(increase(prefect_db_deadlocks_total{{{T}}}[$__rate_interval]))", "pg_stat_database"
+                    f"sum(rate(prefect_db_deadlocks_total{{{T}}}[$__rate_interval])) * 60", "pg_stat_database"
                 ),
                 Query(
-                    f"sum(increase(prefect_db_server_log_deadlocks_total{{{T}}}[$__rate_interval]))",
+                    f"sum(rate(prefect_db_server_log_deadlocks_total{{{T}}}[$__rate_interval])) * 60",
                     "server log",
                 ),
                 alerts=("PrefectPostgresDeadlocks",),
             ),
             graph(
-                "Deadlocks by operation",
-                "Deadlocks found in the server log, counted once per Prefect operation involved. "
+                "Deadlocks per minute by operation",
+                "Deadlocks found in the server log per minute, counted once per Prefect operation involved. "
                 "deployment_last_polled_update: upgrade Prefect to 3.7+ or run one worker per queue. Empty "
                 "without server_log.",
-                "short",
+                "opm",
                 Query(
-                    f"sum by (operation) (increase(prefect_db_deadlocks_by_operation_total{{{T}}}"
-                    "[$__rate_interval]))",
+                    f"sum by (operation) (rate(prefect_db_deadlocks_by_operation_total{{{T}}}"
+                    "[$__rate_interval])) * 60",
                     "{{operation}}",
                 ),
                 alerts=("PrefectWorkerPollContention",),
@@ -723,6 +1070,13 @@ def postgres() -> Any:
         ),
         row(
             "Tables",
+            bars(
+                "Biggest Prefect tables",
+                "The ten largest Prefect tables now, with indexes and TOAST. events and log usually lead: "
+                "check Prefect's retention (PREFECT_EVENTS_RETENTION_PERIOD) and its db_vacuum service.",
+                "bytes",
+                Query(f"topk(10, max by (relation) (prefect_db_table_size_bytes{{{T}}}))", "{{relation}}"),
+            ),
             graph(
                 "Table size",
                 "Disk size of the largest Prefect tables with indexes and TOAST. events, log and the "
@@ -739,6 +1093,7 @@ def postgres() -> Any:
                 "short",
                 Query(f"topk(10, max by (relation) (prefect_db_table_dead_tuples{{{T}}}))", "{{relation}}"),
                 alerts=("PrefectPostgresDeadTuplesHigh",),
+                width=8,
             ),
             graph(
                 "HOT update ratio of deployment",
@@ -787,17 +1142,19 @@ def postgres() -> Any:
                 Query(f"max by (target) (prefect_db_xid_age{{{T}}}) / 2147483648", "{{target}}"),
                 alerts=("PrefectPostgresXidWraparound",),
                 steps=((XID_WARNING, ORANGE), (XID_CRITICAL, RED)),
+                width=8,
             ),
             graph(
-                "Sequential scans",
-                "Rows read by sequential scans per second per table. A big table scanned often misses an "
-                "index; check pg_stat_statements for the query.",
-                "ops",
+                "Rows read by sequential scans per second",
+                "Rows sequential scans read per second per table (not the number of scans). Millions on a "
+                "big table: a query misses an index; check pg_stat_statements for it.",
+                "short",
                 Query(
                     f"topk(10, sum by (relation) (rate(prefect_db_table_seq_scan_rows_total{{{T}}}"
                     "[$__rate_interval])))",
                     "{{relation}}",
                 ),
+                width=8,
             ),
         ),
         row(
@@ -883,6 +1240,27 @@ def work_pools() -> Any:
     rows = [
         row(
             "Queues and pools",
+            timeline(
+                "Work queue status",
+                "Each queue's status as Prefect's foreman stored it (lags up to its loop), over time. "
+                "NOT_READY: no poll within a minute; PAUSED: paused by a user.",
+                Query(
+                    status_code("prefect_db_work_queue_status", TP, "work_pool, work_queue"),
+                    "{{work_pool}}/{{work_queue}}",
+                ),
+                STATUS_STATES,
+                alerts=("PrefectWorkQueueNotPolled",),
+                width=12,
+            ),
+            timeline(
+                "Work pool status",
+                "Each pool's stored status over time: NOT_READY when it has no online worker, PAUSED when "
+                "paused.",
+                Query(status_code("prefect_db_work_pool_status", TP, "work_pool"), "{{work_pool}}"),
+                STATUS_STATES,
+                alerts=("PrefectWorkPoolNoOnlineWorkers",),
+                width=12,
+            ),
             graph(
                 "Time since last poll by queue",
                 "Time since a worker last polled each work queue. Above a minute Prefect marks the queue "
@@ -897,40 +1275,27 @@ def work_pools() -> Any:
                 steps=((60, ORANGE), (QUEUE_UNPOLLED_SECONDS, RED)),
             ),
             graph(
-                "Work queues by stored status",
-                "Work queues per status as Prefect's foreman stored it (lags up to its loop). NOT_READY: "
-                "no poll within a minute.",
-                "short",
-                Query(
-                    f"count by (work_pool, status) (prefect_db_work_queue_status{{{TP}}} == 1)",
-                    "{{work_pool}} {{status}}",
-                ),
-                stack=True,
-                width=8,
-            ),
-            graph(
-                "Work pools by stored status",
-                "Each pool's stored status: NOT_READY when it has no online worker, PAUSED when paused.",
-                "short",
-                Query(
-                    f"max by (work_pool, status) (prefect_db_work_pool_status{{{TP}}} == 1)",
-                    "{{work_pool}} {{status}}",
-                ),
-                alerts=("PrefectWorkPoolNoOnlineWorkers",),
-                width=8,
-            ),
-            graph(
                 "Paused queues and pools",
                 "Paused work queues per pool and paused pools. A paused queue's runs never start; "
                 "unpause it in the Prefect UI if that was not intended.",
                 "short",
                 Query(f"sum by (work_pool) (prefect_db_work_queue_paused{{{TP}}})", "{{work_pool}} queues"),
                 Query(f"max by (work_pool) (prefect_db_work_pool_paused{{{TP}}})", "{{work_pool}} pool"),
-                width=8,
+                width=12,
             ),
         ),
         row(
             "Workers",
+            timeline(
+                "Online workers per pool",
+                "How many workers of each pool were ONLINE (heartbeat within 3 intervals), over time. Red: "
+                "none, so no run of the pool can start; restart its workers.",
+                Query(f'sum by (work_pool) (prefect_db_workers{{{TP}, status="ONLINE"}})', "{{work_pool}}"),
+                {"0": ("none online", RED)},
+                alerts=("PrefectWorkPoolNoOnlineWorkers",),
+                width=24,
+                height=6,
+            ),
             graph(
                 "Workers by computed status",
                 "Workers per pool, ONLINE when their last heartbeat is within 3 heartbeat intervals. A pool "
@@ -1025,8 +1390,9 @@ def work_pools() -> Any:
                 width=8,
             ),
             graph(
-                "Lateness of the latest late run",
-                "How far past its scheduled start the latest late run of each queue is.",
+                "Lateness of the most overdue run",
+                "How far past its scheduled start the most overdue late run of each queue is (the maximum "
+                "over its late runs).",
                 "s",
                 Query(
                     f"max by (work_pool, work_queue) (prefect_db_late_runs_max_lateness_seconds{{{TP}}})",

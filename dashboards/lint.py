@@ -1,10 +1,31 @@
 """Lint Grafana dashboard JSON: ``python -m dashboards.lint dashboards/*.json`` (exit 1 on any problem).
 
-Each problem is one line, ``FILE: panel "TITLE": PROBLEM`` (or ``FILE: PROBLEM`` for the dashboard). The
-rules re-implement the parts of grafana/dashboard-linter that matter here, plus checks against
-docs/metrics.md: unique uids, one ``datasource`` variable used everywhere, a known unit and a description
-on every panel, ``$__rate_interval`` instead of fixed ranges, counters only inside rate()/increase(),
-every metric documented and filtered by the dashboard's variables.
+Each problem is one line, ``FILE: [WHERE: ]PROBLEM [RULE]``. The rules are those of Grafana's
+dashboard-linter (github.com/grafana/dashboard-linter, a Go program not installable here), re-implemented
+under their upstream names, plus the project's own rules (prefixed ``prefect-``) that check expressions
+against docs/metrics.md. Upstream rules:
+
+- ``template-datasource-rule``: one ``datasource`` variable labelled "Data source", of type prometheus, used
+  by everything that has a datasource;
+- ``template-job-rule``, ``template-instance-rule``: a ``job`` and an ``instance`` variable labelled "Job"
+  and "Instance", label_values() queries on ``$datasource``, multi-value, with allValue ``.+``;
+- ``template-label-promql-rule``: query variables are ``label_values(SELECTOR, LABEL)`` of a known metric;
+- ``template-on-time-change-reload-rule``: query variables refresh on time range change;
+- ``template-uneditable-rule``: the dashboard is not editable (it is generated code);
+- ``panel-datasource-rule``, ``panel-title-description-rule``, ``panel-units-rule`` (a unit of Grafana's
+  valueFormats), ``panel-no-targets-rule``;
+- ``target-promql-rule`` (balanced brackets and quotes; the live test has Prometheus parse every query),
+  ``target-rate-interval-rule`` (here stricter: every range is ``$__rate_interval``, ``$__interval`` or,
+  outside rate functions, ``$__range``), ``target-job-rule``, ``target-instance-rule`` (every selector has
+  ``job=~"$job"`` and ``instance=~"$instance"``), ``target-counter-agg-rule`` (a counter only inside
+  rate(), irate() or increase()).
+
+Project rules: ``prefect-template-target-rule`` (the ``target`` variable, shaped like ``job``),
+``prefect-target-filter-rule`` (every selector of a metric with a ``target`` or ``work_pool`` label
+filters on the board's variable), ``prefect-metric-rule`` (every metric is in docs/metrics.md),
+``prefect-variable-rule`` (no undefined or ``[[old]]`` variables), ``prefect-dashboard-rule`` (schemaVersion,
+uid, title, unique uids and panel ids, refIds), ``prefect-layout-rule`` (panels inside the 24 columns, none
+overlapping). Annotation queries are held to the target rules too.
 """
 
 from __future__ import annotations
@@ -22,8 +43,9 @@ DATASOURCE_REFS: Final = frozenset({"${datasource}", "$datasource"})
 RATE_RANGES: Final = frozenset({"$__rate_interval", "${__rate_interval}", "$__interval", "${__interval}"})
 # Whole-range aggregations (a stat over the dashboard's time range) may also use $__range.
 OVER_TIME_RANGES: Final = RATE_RANGES | {"$__range", "${__range}"}
-COUNTER_FUNCTIONS: Final = frozenset({"rate", "irate", "increase", "resets"})
-RATE_FUNCTIONS: Final = COUNTER_FUNCTIONS | {"delta", "idelta", "deriv", "changes"}
+# target-counter-agg-rule: a counter's only meaningful uses.
+COUNTER_FUNCTIONS: Final = frozenset({"rate", "irate", "increase"})
+RATE_FUNCTIONS: Final = COUNTER_FUNCTIONS | {"resets", "delta", "idelta", "deriv", "changes"}
 HISTOGRAM_SUFFIXES: Final = ("_bucket", "_sum", "_count")
 # Unit ids of Grafana's valueFormats (categories.ts) that fit this exporter's metrics; anything else is
 # shown as a literal suffix, so a typo would go unnoticed.
@@ -81,6 +103,40 @@ BUILTIN_VARIABLES: Final = frozenset(
 )
 # Label filters every selector of a metric with that label must carry, when the variable exists.
 VARIABLE_FILTERS: Final = {"target": "target", "work_pool": "work_pool"}
+# target-job-rule, target-instance-rule: labels Prometheus adds to every scraped series.
+SCRAPE_LABELS: Final = ("job", "instance")
+# The variables every board needs, and the rule that wants each.
+REQUIRED_VARIABLES: Final = {
+    "job": "template-job-rule",
+    "instance": "template-instance-rule",
+    "target": "prefect-template-target-rule",
+}
+VARIABLE_REFRESH_ON_TIME_RANGE: Final = 2
+GRID_COLUMNS: Final = 24
+RULES: Final = (
+    "template-datasource-rule",
+    "template-job-rule",
+    "template-instance-rule",
+    "template-label-promql-rule",
+    "template-on-time-change-reload-rule",
+    "template-uneditable-rule",
+    "panel-datasource-rule",
+    "panel-title-description-rule",
+    "panel-units-rule",
+    "panel-no-targets-rule",
+    "target-promql-rule",
+    "target-rate-interval-rule",
+    "target-job-rule",
+    "target-instance-rule",
+    "target-counter-agg-rule",
+    "prefect-template-target-rule",
+    "prefect-target-filter-rule",
+    "prefect-metric-rule",
+    "prefect-variable-rule",
+    "prefect-dashboard-rule",
+    "prefect-layout-rule",
+)
+_LABEL_VALUES = re.compile(r"label_values\((.+),\s*(\w+)\)")
 _TABLE_ROW = re.compile(r"^\|\s*`(prefect_db_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|")
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
@@ -207,6 +263,11 @@ def scan(expr: str) -> Scan:
     return found
 
 
+def problem(rule: str, message: str) -> str:
+    """One problem line's text: the message and the rule that found it."""
+    return f"{message} [{rule}]"
+
+
 def _metric_problems(name: str, metrics: dict[str, Metric]) -> Metric | str:
     """The documented metric behind ``name``, or the problem with it."""
     if name in metrics:
@@ -215,21 +276,54 @@ def _metric_problems(name: str, metrics: dict[str, Metric]) -> Metric | str:
         base = metrics.get(name.removesuffix(suffix))
         if name.endswith(suffix) and base is not None and base.type in ("histogram", "summary"):
             return base
-    return f"unknown metric {name} (not in docs/metrics.md)"
+    return problem("prefect-metric-rule", f"unknown metric {name} (not in docs/metrics.md)")
+
+
+def _balance_problem(expr: str) -> str | None:
+    """Why ``expr`` cannot be PromQL because of its brackets or quotes, if it cannot."""
+    closing = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    index = 0
+    while index < len(expr):
+        char = expr[index]
+        if char in "\"'`":
+            end = _skip_string(expr, index)
+            if end > len(expr):
+                return f"unterminated string at {index}"
+            index = end
+            continue
+        if char in "([{":
+            stack.append(char)
+        elif char in closing:
+            if not stack or stack.pop() != closing[char]:
+                return f"unbalanced {char!r} at {index}"
+        index += 1
+    return f"unclosed {stack[-1]!r}" if stack else None
+
+
+def _matcher(label: str, variable: str) -> re.Pattern[str]:
+    return re.compile(rf'(?:^|[\s,{{]){label}\s*=~\s*"\${variable}"')
 
 
 def expr_problems(
     expr: str, metrics: dict[str, Metric], variables: frozenset[str], *, panel: bool = True
 ) -> list[str]:
-    """Problems of one PromQL expression (a panel's, else a variable's) of a dashboard with ``variables``."""
+    """Problems of one PromQL expression (a panel's or annotation's, else a variable's) of a dashboard."""
     problems = []
+    unbalanced = _balance_problem(expr)
+    if unbalanced:
+        return [problem("target-promql-rule", f"invalid PromQL: {unbalanced}")]
     found = scan(expr)
     for text, function in found.ranges:
         window = text.split(":", 1)[0].strip()
         allowed = RATE_RANGES if function in RATE_FUNCTIONS else OVER_TIME_RANGES
         if window not in allowed:
             where = f" in {function}()" if function else ""
-            problems.append(f"hard-coded range [{text}]{where}: use [$__rate_interval]")
+            problems.append(
+                problem(
+                    "target-rate-interval-rule", f"hard-coded range [{text}]{where}: use [$__rate_interval]"
+                )
+            )
     for selector in found.selectors:
         metric = _metric_problems(selector.name, metrics)
         if isinstance(metric, str):
@@ -237,18 +331,31 @@ def expr_problems(
             continue
         if not panel:
             continue
-        if metric.type == "counter" and not (selector.ranged and selector.function in COUNTER_FUNCTIONS):
-            problems.append(f"counter {metric.name} outside rate()/irate()/increase()")
+        counter = metric.type == "counter" or metric.name.endswith("_total")
+        if counter and not (selector.ranged and selector.function in COUNTER_FUNCTIONS):
+            problems.append(
+                problem("target-counter-agg-rule", f"counter {metric.name} outside rate()/irate()/increase()")
+            )
+        for label in SCRAPE_LABELS:
+            if not _matcher(label, label).search(selector.matchers):
+                problems.append(problem(f"target-{label}-rule", f'{metric.name} has no {label}=~"${label}"'))
         for label, variable in VARIABLE_FILTERS.items():
             wanted = re.compile(rf'\b{label}\s*=~\s*"\$(?:{variable}|\{{{variable}\}})"')
             if variable in variables and label in metric.labels and not wanted.search(selector.matchers):
-                problems.append(f'{metric.name} not filtered by {label}=~"${variable}"')
+                problems.append(
+                    problem(
+                        "prefect-target-filter-rule", f'{metric.name} not filtered by {label}=~"${variable}"'
+                    )
+                )
     for match in _OLD_VARIABLE.finditer(expr):
-        problems.append(f"deprecated variable syntax [[{match.group(1)}]]: use ${match.group(1)}")
+        name = match.group(1)
+        problems.append(
+            problem("prefect-variable-rule", f"deprecated variable syntax [[{name}]]: use ${name}")
+        )
     for match in _VARIABLE.finditer(expr):
         name = match.group(1) or match.group(2)
         if name not in variables and name not in BUILTIN_VARIABLES:
-            problems.append(f"undefined variable ${name}")
+            problems.append(problem("prefect-variable-rule", f"undefined variable ${name}"))
     return problems
 
 
@@ -282,83 +389,206 @@ def _hard_coded_datasources(node: Any, path: str = "") -> Iterator[str]:
             yield from _hard_coded_datasources(item, f"{path}[{position}]")
 
 
+def _unit_problems(panel: dict[str, Any]) -> list[str]:
+    field_config = panel.get("fieldConfig") or {}
+    units = [str((field_config.get("defaults") or {}).get("unit") or "").strip()]
+    units += [
+        str(prop.get("value") or "").strip()
+        for override in field_config.get("overrides") or []
+        for prop in override.get("properties") or []
+        if prop.get("id") == "unit"
+    ]
+    if not units[0]:
+        return [problem("panel-units-rule", "no unit (fieldConfig.defaults.unit)")]
+    return [
+        problem(
+            "panel-units-rule",
+            f"unknown unit {unit!r} (a Grafana unit id such as s, bytes, short, percentunit, ops)",
+        )
+        for unit in dict.fromkeys(units)
+        if unit not in UNITS and not unit.startswith(CUSTOM_UNIT_PREFIXES)
+    ]
+
+
 def panel_problems(panel: dict[str, Any], metrics: dict[str, Metric], variables: frozenset[str]) -> list[str]:
     """Problems of one (non-row) panel."""
     problems = []
     if not str(panel.get("description") or "").strip():
-        problems.append("no description")
-    defaults = (panel.get("fieldConfig") or {}).get("defaults") or {}
-    unit = str(defaults.get("unit") or "").strip()
-    if not unit:
-        problems.append("no unit (fieldConfig.defaults.unit)")
-    elif unit not in UNITS and not unit.startswith(CUSTOM_UNIT_PREFIXES):
-        problems.append(
-            f"unknown unit {unit!r} (a Grafana unit id such as s, bytes, short, percentunit, ops)"
-        )
+        problems.append(problem("panel-title-description-rule", "no description"))
+    problems += _unit_problems(panel)
     if not _uses_datasource_variable(panel.get("datasource")):
-        problems.append(f"datasource is {json.dumps(panel.get('datasource'))}, not ${{datasource}}")
+        problems.append(
+            problem(
+                "panel-datasource-rule",
+                f"datasource is {json.dumps(panel.get('datasource'))}, not ${{datasource}}",
+            )
+        )
     targets = panel.get("targets")
     if not isinstance(targets, list) or not targets:
-        problems.append("no targets")
+        problems.append(problem("panel-no-targets-rule", "no targets"))
         return problems
     ref_ids: set[str] = set()
     for position, target in enumerate(targets):
         ref_id = str(target.get("refId") or "") if isinstance(target, dict) else ""
         label = f"target {ref_id or position}"
         if not isinstance(target, dict):
-            problems.append(f"{label}: not an object")
+            problems.append(problem("target-promql-rule", f"{label}: not an object"))
             continue
         if not ref_id:
-            problems.append(f"{label}: no refId")
+            problems.append(problem("prefect-dashboard-rule", f"{label}: no refId"))
         elif ref_id in ref_ids:
-            problems.append(f"{label}: duplicate refId")
+            problems.append(problem("prefect-dashboard-rule", f"{label}: duplicate refId"))
         ref_ids.add(ref_id)
         if "datasource" in target and not _uses_datasource_variable(target["datasource"]):
-            problems.append(f"{label}: datasource is {json.dumps(target['datasource'])}, not ${{datasource}}")
+            problems.append(
+                problem(
+                    "panel-datasource-rule",
+                    f"{label}: datasource is {json.dumps(target['datasource'])}, not ${{datasource}}",
+                )
+            )
         expr = target.get("expr")
         if not isinstance(expr, str) or not expr.strip():
-            problems.append(f"{label}: empty expr")
+            problems.append(problem("target-promql-rule", f"{label}: empty expr"))
             continue
         problems += [f"{label}: {p}" for p in expr_problems(expr, metrics, variables)]
+    return problems
+
+
+def template_problems(
+    templating: list[Any], metrics: dict[str, Metric], variables: frozenset[str]
+) -> list[str]:
+    """Problems of the dashboard's variables."""
+    problems = []
+    by_name = {str(v.get("name")): v for v in templating if isinstance(v, dict)}
+    sources = [v for v in templating if isinstance(v, dict) and v.get("type") == "datasource"]
+    if [(v.get("name"), v.get("query"), v.get("label")) for v in sources] != [
+        ("datasource", "prometheus", "Data source")
+    ]:
+        problems.append(
+            problem(
+                "template-datasource-rule",
+                "needs exactly one datasource variable, named datasource, labelled 'Data source', "
+                "of type prometheus",
+            )
+        )
+    for name, rule in REQUIRED_VARIABLES.items():
+        variable = by_name.get(name)
+        if variable is None:
+            problems.append(problem(rule, f"no {name} variable"))
+            continue
+        wanted = {
+            "type": ("query", "a label_values() query"),
+            "label": (name.capitalize(), f"labelled {name.capitalize()!r}"),
+            "multi": (True, "multi-value"),
+            "allValue": (".+", "allValue '.+'"),
+        }
+        for key, (value, what) in wanted.items():
+            if variable.get(key) != value:
+                problems.append(problem(rule, f"variable {name}: should be {what}, is {variable.get(key)!r}"))
+        if not _uses_datasource_variable(variable.get("datasource")):
+            problems.append(problem(rule, f"variable {name}: should use datasource $datasource"))
+    for variable in templating:
+        if not isinstance(variable, dict) or variable.get("type") != "query":
+            continue
+        label = variable.get("name")
+        if variable.get("refresh") != VARIABLE_REFRESH_ON_TIME_RANGE:
+            problems.append(
+                problem(
+                    "template-on-time-change-reload-rule",
+                    f"variable {label}: refresh is {variable.get('refresh')!r}, not 2 (on time range change)",
+                )
+            )
+        query = variable.get("query")
+        query = str((query.get("query") if isinstance(query, dict) else query) or "")
+        match = _LABEL_VALUES.fullmatch(query.strip())
+        if not match:
+            problems.append(
+                problem(
+                    "template-label-promql-rule",
+                    f"variable {label}: not label_values(SELECTOR, LABEL): {query!r}",
+                )
+            )
+            continue
+        problems += [
+            f"variable {label}: {p}" for p in expr_problems(match.group(1), metrics, variables, panel=False)
+        ]
+    return problems
+
+
+def annotation_problems(
+    board: dict[str, Any], metrics: dict[str, Metric], variables: frozenset[str]
+) -> list[str]:
+    """Problems of the Prometheus annotation queries, held to the target rules."""
+    problems = []
+    for annotation in (board.get("annotations") or {}).get("list") or []:
+        if not isinstance(annotation, dict) or (annotation.get("datasource") or {}).get("type") == "grafana":
+            continue
+        where = f'annotation "{annotation.get("name")}": '
+        expr = annotation.get("expr")
+        if not isinstance(expr, str) or not expr.strip():
+            problems.append(where + problem("target-promql-rule", "empty expr"))
+            continue
+        problems += [where + p for p in expr_problems(expr, metrics, variables)]
+    return problems
+
+
+def layout_problems(panels: list[dict[str, Any]]) -> list[str]:
+    """Panels that leave Grafana's 24 columns or overlap another (Grafana would move them)."""
+    problems = []
+    boxes: list[tuple[str, int, int, int, int]] = []
+    for panel in panels:
+        pos = panel.get("gridPos") or {}
+        title = str(panel.get("title") or panel.get("id"))
+        x, y, w, h = (int(pos.get(k, 0)) for k in ("x", "y", "w", "h"))
+        if w <= 0 or h <= 0 or x < 0 or x + w > GRID_COLUMNS:
+            problems.append(
+                f'panel "{title}": '
+                + problem(
+                    "prefect-layout-rule", f"gridPos x={x} w={w} h={h} leaves the {GRID_COLUMNS} columns"
+                )
+            )
+        for other, ox, oy, ow, oh in boxes:
+            if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h:
+                problems.append(
+                    f'panel "{title}": ' + problem("prefect-layout-rule", f'overlaps panel "{other}"')
+                )
+        boxes.append((title, x, y, w, h))
     return problems
 
 
 def dashboard_problems(board: Any, metrics: dict[str, Metric]) -> list[str]:
     """Problems of one parsed dashboard, each prefixed with the panel it concerns, if any."""
     if not isinstance(board, dict):
-        return ["not a JSON object"]
+        return [problem("prefect-dashboard-rule", "not a JSON object")]
     problems = []
     if not isinstance(board.get("schemaVersion"), int):
-        problems.append("no schemaVersion")
+        problems.append(problem("prefect-dashboard-rule", "no schemaVersion"))
     uid = board.get("uid")
     if not isinstance(uid, str) or not 1 <= len(uid) <= 40:
-        problems.append("no uid (1-40 characters)")
+        problems.append(problem("prefect-dashboard-rule", "no uid (1-40 characters)"))
     if not str(board.get("title") or "").strip():
-        problems.append("no title")
+        problems.append(problem("prefect-dashboard-rule", "no title"))
+    if board.get("editable") is not False:
+        problems.append(problem("template-uneditable-rule", "editable is not false (the JSON is generated)"))
     templating = (board.get("templating") or {}).get("list") or []
     variables = frozenset(str(v.get("name")) for v in templating if isinstance(v, dict))
-    sources = [v for v in templating if isinstance(v, dict) and v.get("type") == "datasource"]
-    if [(v.get("name"), v.get("query")) for v in sources] != [("datasource", "prometheus")]:
-        problems.append("needs exactly one datasource variable, named datasource, of type prometheus")
-    for variable in templating:
-        if isinstance(variable, dict) and variable.get("type") == "query":
-            query = variable.get("query")
-            query = query.get("query") if isinstance(query, dict) else query
-            problems += [
-                f"variable {variable.get('name')}: {p}"
-                for p in expr_problems(str(query or ""), metrics, variables, panel=False)
-            ]
+    problems += template_problems(templating, metrics, variables)
     problems += [
-        f"{where}: hard-coded datasource, use ${{datasource}}" for where in _hard_coded_datasources(board)
+        problem("template-datasource-rule", f"{where}: hard-coded datasource, use ${{datasource}}")
+        for where in _hard_coded_datasources(board)
     ]
+    problems += annotation_problems(board, metrics, variables)
+    problems += layout_problems(list(_panels(board.get("panels"))))
     ids: set[object] = set()
     for panel in _panels(board.get("panels")):
         title = str(panel.get("title") or "").strip()
         prefix = f'panel "{title or panel.get("id")}": '
         if not title:
-            problems.append(prefix + "no title")
+            problems.append(prefix + problem("panel-title-description-rule", "no title"))
         if panel.get("id") in ids:
-            problems.append(prefix + f"duplicate panel id {panel.get('id')}")
+            problems.append(
+                prefix + problem("prefect-dashboard-rule", f"duplicate panel id {panel.get('id')}")
+            )
         ids.add(panel.get("id"))
         if panel.get("type") != "row":
             problems += [prefix + p for p in panel_problems(panel, metrics, variables)]
@@ -383,9 +613,24 @@ def lint(paths: list[Path], metrics: dict[str, Metric] | None = None) -> list[st
         uid = board.get("uid") if isinstance(board, dict) else None
         if isinstance(uid, str) and uid:
             if uid in owners:
-                problems.append(f"{path}: uid {uid!r} is also used by {owners[uid]}")
+                problems.append(
+                    f"{path}: "
+                    + problem("prefect-dashboard-rule", f"uid {uid!r} is also used by {owners[uid]}")
+                )
             owners.setdefault(uid, path)
     return problems
+
+
+def summary(paths: list[Path]) -> str:
+    """What a clean run checked: boards, panels, queries and the rules."""
+    boards = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    panels = [p for board in boards for p in _panels(board.get("panels")) if p.get("type") != "row"]
+    queries = sum(len(p.get("targets") or []) for p in panels)
+    annotations = sum(len((b.get("annotations") or {}).get("list") or []) for b in boards)
+    return (
+        f"{len(boards)} dashboards, {len(panels)} panels, {queries} panel queries, {annotations} annotation "
+        f"queries: no problems ({len(RULES)} rules: {', '.join(RULES)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,9 +639,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args or any(a.startswith("-") for a in args):
         print("usage: python -m dashboards.lint DASHBOARD.json...", file=sys.stderr)
         return 2
-    problems = lint([Path(a) for a in args])
-    for problem in problems:
-        print(problem)
+    paths = [Path(a) for a in args]
+    problems = lint(paths)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(summary(paths), file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -22,7 +22,7 @@
 \set ON_ERROR_STOP on
 
 -- The Prefect tables the exporter's queries read (comma-separated, no spaces).
-\set exporter_tables 'alembic_version,concurrency_limit,concurrency_limit_v2,deployment,events,flow,flow_run,flow_run_state,work_pool,work_queue,worker'
+\set exporter_tables 'alembic_version,concurrency_limit,concurrency_limit_v2,deployment,event_resources,events,flow,flow_run,flow_run_state,pg_stat_statements,task_run,work_pool,work_queue,worker'
 
 \if :{?exporter_role}
 \else

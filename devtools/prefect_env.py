@@ -10,6 +10,10 @@ Some releases cannot be installed as published, hence the per-version ``RECIPES`
   (``Body() got an unexpected keyword argument 'min_items'``); the caps live in
   ``devtools/constraints/3.1.15.txt``, which is applied whenever it exists. Its workers
   also import ``importlib_metadata``, which it declares only for Python < 3.10.
+* 2.20.27 installs as published; 2.x runs its migrations with the same
+  ``prefect server database upgrade -y`` and ``PREFECT_API_DATABASE_CONNECTION_URL`` as 3.x.
+  3.6.29 migrates as published, but its server needs the fastapi/starlette caps of 3.1.15
+  (``devtools/constraints/3.6.29.txt``).
 * 3.9.1 requires ``certifi>=2026.10.19``, newer than any certifi the package index offers,
   so pip's resolver gives up. certifi only ships a CA bundle, so any release works: the
   wheel is installed with ``--no-deps`` and its requirements, read from the wheel's own
@@ -41,6 +45,14 @@ from pathlib import Path
 from devtools.pgcluster import PgCluster
 
 PREFECT_VERSIONS: tuple[str, ...] = ("3.1.15", "3.9.1")
+# Schemas only the core and the machinery tests run on (tests/test_machinery.py), so that the
+# whole suite does not run once more per release: 2.20.27, the newest 2.x the package index
+# serves (2.x never got the last_polled deadlock fix), and 3.6.29, the last release that
+# deadlocks, with heartbeats on by default and db_vacuum.
+EXTRA_PREFECT_VERSIONS: tuple[str, ...] = ("2.20.27", "3.6.29")
+ALL_PREFECT_VERSIONS: tuple[str, ...] = tuple(
+    sorted(PREFECT_VERSIONS + EXTRA_PREFECT_VERSIONS, key=lambda v: tuple(map(int, v.split("."))))
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS_DIR = Path(__file__).resolve().parent / "constraints"

@@ -133,7 +133,7 @@ class Catalog:
 
 
 _HEADER_KEYS = ("description", "enabled", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
-_REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
+REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
 _METRIC_KEYS = ("name", "type", "help", "value", "labels", "fold")
 FOLDS = ("sum", "max", "min")
 _INCREMENTAL_KEYS = ("key", "cursor", "overlap", "max_commit_delay", "limit")
@@ -185,7 +185,10 @@ def _read_metric(section: Section, incremental: bool) -> MetricSpec | None:
         section.problem("name", "_total is for counters; drop it or use type: counter")
     if incremental and mtype == "gauge":
         section.problem("type", "an incremental collector builds counters: use type: counter")
-    if not incremental and value is None and "value" not in section.mapping:
+    if "value" in section.mapping and section.mapping["value"] is None:
+        # Left empty it would pass here and fail every run of the collector instead.
+        section.problem("value", "must not be empty: name the result column holding the value")
+    elif not incremental and value is None and "value" not in section.mapping:
         section.problem(None, "missing required key 'value' (the result column holding the value)")
     for label in labels:
         if not _LABEL_NAME.match(label) or label.startswith("__"):
@@ -199,7 +202,8 @@ def _read_metric(section: Section, incremental: bool) -> MetricSpec | None:
     return MetricSpec(name, mtype, help_text, value, tuple(labels), section.line(), fold)
 
 
-def _read_requires(section: Section | None) -> Requires:
+def read_requires(section: Section | None) -> Requires:
+    """Read a `requires:` section (collectors and diagnostic queries share its keys)."""
     if section is None:
         return Requires()
     columns: dict[str, tuple[str, ...]] = {}
@@ -275,7 +279,7 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
         sql=sql,
         ttl=top.get("ttl", as_seconds, 15.0),
         timeout=top.get("timeout", as_seconds, 5.0),
-        requires=_read_requires(top.section("requires", _REQUIRES_KEYS)),
+        requires=read_requires(top.section("requires", REQUIRES_KEYS)),
         metrics=tuple(metrics),
         incremental=incremental,
         header_line=header_line,

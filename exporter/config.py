@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from exporter.errors import ConfigError, Problems
+from exporter.redaction import redact
 from exporter.validation import (
     Section,
     as_bool,
@@ -79,7 +80,7 @@ class TargetConfig:
     @property
     def safe_dsn(self) -> str:
         """The DSN with any password masked, for logs and pages."""
-        return redact_dsn(self.dsn)
+        return redact(self.dsn)
 
 
 @dataclass(frozen=True)
@@ -143,29 +144,12 @@ def default(cls: type[Any], name: str) -> Any:
     return found.default_factory()
 
 
-def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with the password (in the netloc or the query string) masked."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparseable DSN>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def _check_dsn(value: object) -> str:
     dsn = as_str(value)
     parts = urlsplit(dsn)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(
-            "expected a URL such as postgresql://prefect_exporter@db-host:5432/prefect, "
-            f"got {redact_dsn(dsn)!r}"
+            f"expected a URL such as postgresql://prefect_exporter@db-host:5432/prefect, got {redact(dsn)!r}"
         )
     # The driver would only fail at connect time (with a bare OverflowError), so check ports now;
     # libpq's multi-host form host1:5432,host2:5433 is allowed.
@@ -174,7 +158,7 @@ def _check_dsn(value: object) -> str:
         port = host.rpartition("]")[2] if host.startswith("[") else host
         _, colon, number = port.rpartition(":")
         if colon and number and not (number.isdigit() and 0 < int(number) < 65536):
-            raise ValueError(f"invalid port {number!r} in {redact_dsn(dsn)!r}: expected 1 to 65535")
+            raise ValueError(f"invalid port {number!r} in {redact(dsn)!r}: expected 1 to 65535")
     return dsn
 
 
@@ -347,6 +331,22 @@ def parse_config(text: str, source: str) -> Config:
     if problems.items:
         raise ConfigError(f"invalid configuration file {source}", problems.items)
     return config
+
+
+def with_collector_flags(config: Config, enable: frozenset[str], disable: frozenset[str]) -> Config:
+    """Apply ``--collector.NAME`` (``enable``) and ``--no-collector.NAME`` (``disable``) to ``config``.
+
+    The one place where the command line's collector choice meets the config's: a flag wins over
+    collectors.exclude and collectors.include; ``disable`` goes to exclude (which the catalog applies
+    after include, so disabling the last included collector never means "all"); ``enable`` also turns
+    opt-in collectors on (collectors.enable).
+    """
+    if not enable and not disable:
+        return config
+    include = config.include | enable if config.include else config.include
+    return replace(
+        config, include=include, exclude=(config.exclude - enable) | disable, enable=config.enable | enable
+    )
 
 
 def load_config(path: Path) -> Config:

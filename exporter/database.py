@@ -12,6 +12,7 @@ import asyncpg
 from exporter.config import TargetConfig, Thresholds
 from exporter.errors import ConnectError, QueryError
 from exporter.facts import COLUMNS_SQL, REVISION_SQL, VERSION_SQL, TargetFacts
+from exporter.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def describe(error: BaseException) -> str:
         return "timed out"
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     sqlstate = getattr(error, "sqlstate", None)
-    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+    # A driver message may quote what it was given (a DSN it could not parse, a host it cannot reach).
+    return redact(f"{text} (SQLSTATE {sqlstate})" if sqlstate else text)
 
 
 def _milliseconds(seconds: float) -> str:

@@ -9,13 +9,9 @@ import re
 import sys
 from typing import Any
 
+from exporter.redaction import redact
+
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
-_PASSWORD_IN_URL = re.compile(r"(postgres(?:ql)?://[^:/@\s]+):[^@\s]+@")
-
-
-def scrub(text: str) -> str:
-    """Mask a password embedded in any postgresql:// URL inside ``text``."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -27,8 +23,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     }
     fields.update(getattr(record, "fields", {}))
     if record.exc_info and record.exc_info[1] is not None:
-        fields["exception"] = repr(record.exc_info[1])
-    return {key: scrub(str(value)) for key, value in fields.items()}
+        # str(), not repr(): repr escapes quotes, which would hide a quoted password from redact.
+        error = record.exc_info[1]
+        fields["exception"] = f"{type(error).__name__}: {error}"
+    return {key: redact(str(value)) for key, value in fields.items()}
 
 
 class LogfmtFormatter(logging.Formatter):

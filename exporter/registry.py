@@ -64,11 +64,13 @@ class Exporter:
             targets=tuple(t.status() for t in chosen),
         )
 
-    async def scrape(self, timeout: float | None = None, target: str | None = None) -> bytes:
-        """Refresh and render; never raises because a database is slow or down."""
+    async def scrape(
+        self, timeout: float | None = None, target: str | None = None, open_metrics: bool = False
+    ) -> bytes:
+        """Refresh and render (as OpenMetrics when asked); never raises because a database is slow or down."""
         chosen = list(self.targets.values()) if target is None else [self.targets[target]]
         await self.refresh(timeout or self.config.scrape_timeout, chosen)
-        return render(self.catalog, self.status(target))
+        return render(self.catalog, self.status(target), open_metrics)
 
     async def reload(self, config: Config) -> None:
         """Apply a new configuration, keeping every counter of the targets that stay.

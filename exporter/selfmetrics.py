@@ -7,6 +7,8 @@ snapshot only, never from the live objects.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -58,11 +60,27 @@ def _flag(value: bool) -> float:
 # --- exporter health -----------------------------------------------------------------------------
 
 
+def _distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# Read from the installed distributions' metadata, not by importing them: rendering knows no driver.
+_PYTHON_VERSION = platform.python_version()
+_ASYNCPG_VERSION = _distribution_version("asyncpg")
+
+
 @_metric(
-    "prefect_db_exporter_build_info", "gauge", "The exporter's version; always 1.", ("version",), "health"
+    "prefect_db_exporter_build_info",
+    "gauge",
+    "The exporter's version, the Python version it runs on and the asyncpg driver's version; always 1.",
+    ("version", "python_version", "asyncpg_version"),
+    "health",
 )
 def _build_info(status: ExporterStatus) -> Iterable[Sample]:
-    return [((status.version,), 1.0)]
+    return [((status.version, _PYTHON_VERSION, _ASYNCPG_VERSION), 1.0)]
 
 
 @_metric(

@@ -38,6 +38,34 @@ def metric_header(metric: MetricSpec) -> str:
     return f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"
 
 
+# Units OpenMetrics declares for a family whose name ends in one (``# UNIT``); the rest declare none.
+OPENMETRICS_UNITS = ("seconds", "bytes")
+
+
+def openmetrics_family(name: str, mtype: str) -> str:
+    """The OpenMetrics family name of a metric: a counter's without its ``_total`` sample suffix."""
+    return name.removesuffix("_total") if mtype == "counter" else name
+
+
+def openmetrics_unit(name: str, mtype: str) -> str:
+    """The unit OpenMetrics declares for a metric, from its name's suffix ("" for none)."""
+    family = openmetrics_family(name, mtype)
+    return next((unit for unit in OPENMETRICS_UNITS if family.endswith(f"_{unit}")), "")
+
+
+def openmetrics_header(metric: MetricSpec) -> str:
+    """Return the ``# HELP``, ``# TYPE`` and ``# UNIT`` lines of one catalog metric in OpenMetrics 1.0.
+
+    The sample lines are the same as in the text format (counters' samples keep ``_total``; the
+    catalog requires it of every counter), so only the header differs.
+    """
+    family = openmetrics_family(metric.name, metric.type)
+    doc = metric.help.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    unit = openmetrics_unit(metric.name, metric.type)
+    unit_line = f"# UNIT {family} {unit}\n" if unit else ""
+    return f"# HELP {family} {doc}\n# TYPE {family} {metric.type}\n{unit_line}"
+
+
 class SampleWriter:
     """Writes one metric's sample lines for one target, re-using each series' label text next time.
 

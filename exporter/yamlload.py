@@ -87,6 +87,11 @@ def yaml_error_text(error: yaml.YAMLError) -> str:
     return text or str(error).splitlines()[0]
 
 
+def _is_empty(text: str) -> bool:
+    """True when ``text`` holds no YAML node at all (a document of ``~`` or ``null`` holds one)."""
+    return yaml.compose(text, Loader=yaml.SafeLoader) is None
+
+
 def load_mapping(
     text: str,
     problems: Problems,
@@ -99,7 +104,8 @@ def load_mapping(
     """Parse a document that must be a mapping; record what is wrong in ``problems`` and return None.
 
     ``expected`` completes "expected …" in the problem (e.g. "a mapping with an operations: list");
-    an empty document is an empty mapping when ``empty_ok``, else a problem. ``line_offset`` is added
+    an empty document (nothing but comments and blank lines; not ``~`` or ``null``) is an empty
+    mapping when ``empty_ok``, else a problem. ``line_offset`` is added
     to every line (for a document embedded in a larger file); ``subject`` names it in the problem.
     """
     lead = f"{subject} is not" if subject else "not"
@@ -109,11 +115,14 @@ def load_mapping(
         line = yaml_error_line(error)
         problems.add(line and line + line_offset, "", f"{lead} valid YAML: {yaml_error_text(error)}")
         return None
-    if document is None and empty_ok:
+    if document is None and empty_ok and _is_empty(text):
         document = LineDict()
         document.line, document.lines = 1, {}
     if not isinstance(document, LineDict):
-        got = "an empty document" if document is None else f"{type(document).__name__} {document!r}"[:80]
+        if document is None:
+            got = "an empty document" if _is_empty(text) else "null"
+        else:
+            got = f"{type(document).__name__} {document!r}"[:80]
         problems.add(1 + line_offset, "", f"expected {expected}, got {got}")
         return None
     return document

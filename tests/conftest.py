@@ -7,7 +7,7 @@ import secrets
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,9 +26,15 @@ from devtools.pgcluster import (  # noqa: E402
     admin_connect,
     exporter_connect,
 )
-from devtools.prefect_env import PREFECT_VERSIONS, ensure_template  # noqa: E402
+from devtools.prefect_env import (  # noqa: E402
+    ALL_PREFECT_VERSIONS,
+    PREFECT_VERSIONS,
+    ensure_template,
+)
 
-__all__ = ["PREFECT_VERSIONS", "TestDatabase", "admin_connect", "exporter_connect"]
+__all__ = [
+    "ALL_PREFECT_VERSIONS", "PREFECT_VERSIONS", "TestDatabase", "admin_connect", "exporter_connect",
+]  # fmt: skip
 
 EXPORTER_ROLE = "prefect_exporter"
 
@@ -108,6 +114,39 @@ def prefect_db(
     """A fresh database with the real schema of one Prefect version, dropped afterwards."""
     version: str = request.param
     db = make_database(cluster, exporter_password, prefect_templates[version], version)
+    try:
+        yield db
+    finally:
+        cluster.drop_database(db.name)
+
+
+@pytest.fixture(scope="session")
+def lazy_templates(cluster: PgCluster, pytestconfig: pytest.Config) -> Callable[[str], str]:
+    """Build a version's template database the first time a test asks for it (2.20.x, 3.6.29)."""
+    built: dict[str, str] = {}
+
+    def template(version: str) -> str:
+        if version not in built:
+            with uncaptured(pytestconfig):
+                built[version] = ensure_template(cluster, version)
+        return built[version]
+
+    return template
+
+
+@pytest.fixture(params=ALL_PREFECT_VERSIONS, ids=lambda version: f"prefect-{version}")
+def any_prefect_db(
+    request: pytest.FixtureRequest,
+    cluster: PgCluster,
+    lazy_templates: Callable[[str], str],
+    exporter_password: str,
+) -> Iterator[TestDatabase]:
+    """Like ``prefect_db``, on every supported schema including 2.20.x and 3.6.29.
+
+    Only the core and machinery tests use it: the rest of the suite runs on ``PREFECT_VERSIONS``.
+    """
+    version: str = request.param
+    db = make_database(cluster, exporter_password, lazy_templates(version), version)
     try:
         yield db
     finally:

@@ -20,12 +20,15 @@ from devtools.promstack import Prometheus, find_binary
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RULES = REPO_ROOT / "alerts" / "prefect-db-alerts.yml"
 RULE_TESTS = REPO_ROOT / "alerts" / "prefect-db-alerts_test.yml"
+# The prefect-db-machinery group's cases live in a file of their own.
+MACHINERY_RULE_TESTS = REPO_ROOT / "alerts" / "prefect-db-machinery_test.yml"
+RULE_TEST_FILES = (RULE_TESTS, MACHINERY_RULE_TESTS)
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
 METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
 RUNBOOK_BASE = (
     "https://github.com/prefect-postgres-exporter/prefect-postgres-exporter/blob/main/docs/runbooks.md#"
 )
-GROUPS = ["prefect-db-exporter", "prefect-db-postgres", "prefect-db-prefect"]
+GROUPS = ["prefect-db-exporter", "prefect-db-postgres", "prefect-db-prefect", "prefect-db-machinery"]
 SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus adds to every scraped series, and its own series the rules use.
 SCRAPE_LABELS = {"job", "instance"}
@@ -83,8 +86,9 @@ def test_rules_are_valid(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rule_unit_tests_pass(promtool: str) -> None:
-    result = run([promtool, "test", "rules", str(RULE_TESTS)])
+@pytest.mark.parametrize("tests_file", RULE_TEST_FILES, ids=lambda path: path.name)
+def test_rule_unit_tests_pass(promtool: str, tests_file: Path) -> None:
+    result = run([promtool, "test", "rules", str(tests_file)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -121,7 +125,7 @@ def test_rules_of_one_alert_differ_in_severity_or_signal() -> None:
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
-    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tests = [t for path in RULE_TEST_FILES for t in yaml.safe_load(path.read_text())["tests"]]
     firing: dict[str, set[tuple[str, ...]]] = {}
     silent: set[str] = set()
     for case in (c for t in tests for c in t.get("alert_rule_test", [])):

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ def exporter_config(compose: dict[str, Any]) -> tuple[Config, str]:
 
 
 def docker_compose() -> str:
-    """Path of docker-compose; skip only where the package cannot be installed."""
+    """Path of docker-compose (make test installs it)."""
     found = shutil.which("docker-compose")
     if found:
         return found
@@ -167,8 +168,8 @@ def docker_compose() -> str:
         ["apt-cache", "policy", "docker-compose"], capture_output=True, text=True, check=False
     ).stdout
     if "Candidate:" not in policy or "Candidate: (none)" in policy:
-        pytest.skip("docker-compose is not installed and apt offers no docker-compose package")
-    pytest.fail("docker-compose is missing: `apt-get install docker-compose` (bash .ci/run does)")
+        pytest.fail("docker-compose is missing and apt offers no docker-compose package")
+    pytest.fail("docker-compose is missing: `apt-get install docker-compose` (make test does)")
 
 
 def test_compose_file_is_valid() -> None:
@@ -370,8 +371,7 @@ def test_prometheus_config_passes_promtool(compose: dict[str, Any], tmp_path: Pa
 def test_alertmanager_config_passes_amtool(compose: dict[str, Any]) -> None:
     service = services(compose)["alertmanager"]
     config = host_path(service, command_option(service, "--config.file"))
-    if not config.exists():
-        pytest.skip(f"{config} is not in the repository yet")
+    assert config.is_file(), config
     amtool = shutil.which("amtool")
     assert amtool, "amtool is missing: apt-get install prometheus-alertmanager (bash .ci/run does)"
     result = subprocess.run(
@@ -408,10 +408,14 @@ def test_grafana_provisioning_loads_the_dashboards(compose: dict[str, Any]) -> N
 
 # Dockerfile ------------------------------------------------------------------------------------------
 
+LOCK_FILE = REPO_ROOT / "requirements.lock"
+LIST_DISTRIBUTIONS = "import importlib.metadata as m\nfor d in m.distributions(): print(d.name, d.version)"
+IMAGE_UID = 10001
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The stages of the Dockerfile, each a list of (INSTRUCTION, arguments), comments dropped."""
+    stages: list[list[tuple[str, str]]] = []
     pending = ""
     for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
         if not pending and (not line.strip() or line.lstrip().startswith("#")):
@@ -422,8 +426,10 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         text = (pending + line).strip()
         pending = ""
         keyword, _, arguments = text.partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-    return instructions
+        if keyword.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((keyword.upper(), arguments.strip()))
+    return stages
 
 
 def dockerignored(relative: str) -> bool:
@@ -440,29 +446,110 @@ def dockerignored(relative: str) -> bool:
     )
 
 
-def test_dockerfile_is_pinned_unprivileged_and_healthchecked() -> None:
-    instructions = dockerfile_instructions()
-    keywords = [k for k, _ in instructions]
-    (base,) = [a for k, a in instructions if k == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
-    users = [a for k, a in instructions if k == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), (
-        "the last USER must be a numeric non-root id"
-    )
-    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
-    assert ("EXPOSE", "9650") in instructions
-    assert ("ENTRYPOINT", '["prefect-db-exporter"]') in instructions
-    (healthcheck,) = [a for k, a in instructions if k == "HEALTHCHECK"]
-    assert "urllib.request" in healthcheck and "/healthz" in healthcheck
+def labels(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """The LABEL key="value" pairs of a stage (ARG defaults substituted)."""
+    args = dict(a.split("=", 1) for k, a in instructions if k == "ARG" and "=" in a)
+    found: dict[str, str] = {}
     for keyword, arguments in instructions:
-        if keyword in ("ENV", "ARG", "LABEL"):
-            assert not re.search(r"(?i)password|secret|token", arguments), arguments
+        if keyword == "LABEL":
+            for key, value in re.findall(r'(\S+?)="([^"]*)"', arguments):
+                found[key] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], value)
+    return found
+
+
+def test_image_is_pinned_unprivileged_labelled_and_healthchecked() -> None:
+    build, final = dockerfile_stages()
+    for stage in (build, final):
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm( AS \w+)?", stage[0][1]), stage[0][1]
+    keywords = [k for k, _ in final]
+    users = [a for k, a in final if k == "USER"]
+    assert users == [f"{IMAGE_UID}:{IMAGE_UID}"], "the final stage must run as a numeric non-root user"
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+    assert ("EXPOSE", "9650") in final
+    assert ("ENTRYPOINT", '["prefect-db-exporter"]') in final
+    (healthcheck,) = [a for k, a in final if k == "HEALTHCHECK"]
+    assert "urllib.request" in healthcheck and "/healthz" in healthcheck
+    oci = labels(final)
+    assert oci["org.opencontainers.image.version"] == exporter.__version__
+    for key in ("title", "description", "licenses", "base.name"):
+        assert oci[f"org.opencontainers.image.{key}"], key
+    assert oci["org.opencontainers.image.base.name"].endswith(final[0][1])
+    for stage in (build, final):
+        for keyword, arguments in stage:
+            if keyword in ("ENV", "ARG", "LABEL"):
+                assert not re.search(r"(?i)password|secret|token", arguments), arguments
+    # Only the virtualenv reaches the final image: no source, no uv, no build tools.
+    copies = [a for k, a in final if k == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv"]
+
+
+def lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {name: (version, hashes)}."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    name = ""
+    for line in LOCK_FILE.read_text(encoding="utf-8").splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line):
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            pins[name] = (match.group(2), [])
+        elif match := re.match(r"^\s+--hash=sha256:([0-9a-f]{64})", line):
+            pins[name][1].append(match.group(1))
+    return pins
+
+
+def test_image_dependencies_come_from_the_committed_lock() -> None:
+    from packaging.requirements import Requirement
+
+    pins = lock_pins()
+    assert LOCK_FILE.read_text().startswith("# This file was autogenerated by uv")
+    assert "#    make lock" in LOCK_FILE.read_text(), "write the lock with `make lock`"
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in pins, f"{name} is a dependency but not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name][0]), f"{name}=={pins[name][0]} vs {text}: make lock"
+    for name, (version, hashes) in pins.items():
+        assert hashes, f"{name}=={version} has no hash"
+    # No test or dev tool in the image's lock.
+    assert not {"pytest", "mypy", "ruff", "grafana-foundation-sdk"} & set(pins)
+    (build, final) = dockerfile_stages()
+    (run,) = [a for k, a in build if k == "RUN"]
+    steps = [shlex.split(step) for step in run.split("&&")]
+    uv_steps = [argv[1:] for argv in steps if Path(argv[0]).name == "uv"]
+    (image_venv,) = [a.split()[-1] for k, a in final if k == "COPY"]
+    # The image's virtualenv is made by uv (no pip, no setuptools), then gets the lock and the package.
+    assert [argv[0:2] for argv in uv_steps] == [["venv", "-q"], ["pip", "sync"], ["pip", "install"]]
+    assert uv_steps[0][-1] == image_venv
+    assert "--require-hashes" in uv_steps[1] and uv_steps[1][-1] == "requirements.lock"
+    assert "--no-deps" in uv_steps[2] and uv_steps[2][-1] == "."
+    # The image's uv is the one the test extras pin (the one `make lock` and this suite use).
+    (uv_pin,) = [argv[-1] for argv in steps if argv[-1].startswith("uv==")]
+    assert uv_pin in project["optional-dependencies"]["test"]
+
+
+def test_compose_secrets_are_readable_by_the_image_user(compose: dict[str, Any]) -> None:
+    # Compose mounts file secrets as they are on the host (uid/gid/mode are ignored without swarm):
+    # the exporter, running as uid 10001, reads its password only when the file is world-readable.
+    service = services(compose)[EXPORTER_SERVICE]
+    for target, source in secret_files(compose, service).items():
+        assert source.stat().st_mode & 0o004, f"{source} ({target}) is not readable by uid {IMAGE_UID}"
+        tracked = subprocess.run(
+            ["git", "ls-files", "-s", str(source)], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        assert tracked.startswith("100644"), f"{source} is committed as {tracked[:6]}: a fresh clone differs"
 
 
 def test_dockerfile_copies_only_the_package_and_dockerignore_keeps_the_rest_out() -> None:
-    copies = [a.split() for k, a in dockerfile_instructions() if k in ("COPY", "ADD")]
+    build, _ = dockerfile_stages()
+    copies = [a.split() for k, a in build if k in ("COPY", "ADD")]
     sources = [source for *sources, _ in copies for source in sources]
-    assert sorted(s.rstrip("/") for s in sources) == ["README.md", "exporter", "pyproject.toml", "queries"]
+    assert sorted(s.rstrip("/") for s in sources) == [
+        "README.md",
+        "exporter",
+        "pyproject.toml",
+        "queries",
+        "requirements.lock",
+    ]
     for source in sources:
         assert (REPO_ROOT / source).exists(), source
         assert not dockerignored(source.rstrip("/")), f".dockerignore excludes {source}"
@@ -479,14 +566,15 @@ def test_dockerfile_copies_only_the_package_and_dockerignore_keeps_the_rest_out(
 
 
 def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
-    # Repeat the image's steps without Docker: the COPY layout under WORKDIR, the RUN's pip install
-    # (its dependencies come from this virtualenv), its import check, then the entry point and the
-    # HEALTHCHECK command against the running exporter.
-    instructions = dockerfile_instructions()
-    (workdir,) = [a for k, a in instructions if k == "WORKDIR"]
+    # Repeat the build stage without Docker: the COPY layout under WORKDIR, then its RUN as written
+    # (a virtualenv, uv from PyPI, the locked dependencies with their hashes, the package without
+    # dependencies, the import check from /), with /opt/venv moved under tmp_path. Then what the final
+    # stage keeps: the virtualenv alone, its entry point and the HEALTHCHECK against the running exporter.
+    build, final = dockerfile_stages()
+    (workdir,) = [a for k, a in build if k == "WORKDIR"]
     app = tmp_path / workdir.lstrip("/")
     app.mkdir(parents=True)
-    for keyword, arguments in instructions:
+    for keyword, arguments in build:
         if keyword == "COPY":
             *sources, destination = arguments.split()
             for source in sources:
@@ -497,34 +585,52 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
                     target = app / destination / path.name if destination.endswith("/") else app / destination
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(path, target)
-    (run,) = [a for k, a in instructions if k == "RUN"]
-    steps = [shlex.split(step) for step in run.split("&&")]
-    (pip_args,) = [argv[2:] for argv in steps if argv[:2] == ["pip", "install"]]
-    (check,) = [argv for argv in steps if argv[:2] == ["python", "-c"]]
-
+    (run,) = [a for k, a in build if k == "RUN"]
+    (copied,) = [a.split() for k, a in final if k == "COPY"]
+    image_venv = copied[-1]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    site = next(venv.glob("lib/python*/site-packages"))
-    (site / "ppe-deps.pth").write_text(str(next(Path(sys.prefix).glob("lib/python*/site-packages"))) + "\n")
-    python, env = str(venv / "bin" / "python"), {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", *pip_args],
+    # The base image's `python` is the interpreter the suite runs on (3.11 as well).
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python").symlink_to(sys.executable)
+    env = {
+        **os.environ,
+        **dict(a.split("=", 1) for k, a in build if k == "ENV" for a in shlex.split(a)),
+        "PATH": f"{shims}:{os.environ['PATH']}",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    built = subprocess.run(
+        ["sh", "-c", run.replace(image_venv, str(venv)).replace("/opt/uv", str(tmp_path / "uv"))],
         cwd=app,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
-    assert install.returncode == 0, install.stdout + install.stderr
-    # The RUN step then deletes the source, so only what the wheel carried can run.
-    assert ["rm", "-rf", f"{workdir}/*"] in steps
-    for entry in app.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    checked = subprocess.run(
-        [python, *check[1:]], cwd="/", env=env, capture_output=True, text=True, check=False
-    )
-    assert checked.returncode == 0, checked.stderr
+    assert built.returncode == 0, built.stdout + built.stderr
+    # Exactly the lock and the package itself: no pip, no setuptools, no uv.
+    python = str(venv / "bin" / "python")
+    listing = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m\nfor d in m.distributions(): print(d.name, d.version)",
+        ],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split() for line in listing.splitlines())
+    }
+    locked = {name: version for name, (version, _) in lock_pins().items()}
+    assert installed == {**locked, "prefect-postgres-exporter": exporter.__version__}
+    # The final stage takes only the virtualenv: the source is gone.
+    shutil.rmtree(app)
+    site = next(venv.glob("lib/python*/site-packages"))
     located = subprocess.run(
         [python, "-c", "import exporter.config as c; print(c.__file__)"],
         cwd="/",
@@ -541,7 +647,7 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
     port = free_port()
     argv = [str(venv / "bin" / "prefect-db-exporter"), "--dsn", "postgresql://nobody@127.0.0.1:1/prefect"]
     server = subprocess.Popen(
-        [*argv, "--listen", f"127.0.0.1:{port}"],
+        [*argv, "--web.listen-address", f"127.0.0.1:{port}"],
         cwd="/",
         env=env,
         stdout=subprocess.DEVNULL,
@@ -557,7 +663,7 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
                 assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
                 assert time.monotonic() < deadline, "the exporter did not answer /healthz"
                 time.sleep(0.2)
-        (healthcheck,) = [a for k, a in instructions if k == "HEALTHCHECK"]
+        (healthcheck,) = [a for k, a in final if k == "HEALTHCHECK"]
         probe = json.loads(healthcheck.split(" CMD ", 1)[1])
         assert probe[0] == "python"
         probe = [python, *(arg.replace(":9650/", f":{port}/") for arg in probe[1:])]

@@ -6,21 +6,16 @@ import asyncio
 import json
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 import yaml
-from helpers import eventually, exporter_for, serving, target_for
+from helpers import exporter_for, serving, target_for
 
-from devtools import promstack, seed
+from devtools import grafana, pictures, promstack, scene, seed
 from devtools.pgcluster import PgCluster, TestDatabase
 
 T = TypeVar("T")
@@ -30,28 +25,9 @@ DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 ALERTS_FILE = REPO_ROOT / "alerts" / "prefect-db-alerts.yml"
 TARGET = "live"
 JOB = "prefect-db"  # the job name the alert rules' `up` expressions expect
-# Grafana's variables as the dashboards are opened with "All" pools, on the scenario's target.
-SUBSTITUTIONS = (
-    ("${target}", TARGET),
-    ("$target", TARGET),
-    ("${work_pool}", ".*"),
-    ("$work_pool", ".*"),
-    ("${__rate_interval}", "1m"),
-    ("$__rate_interval", "1m"),
-    ("${__interval}", "15s"),
-    ("$__interval", "15s"),
-    ("${__range}", "5m"),
-    ("$__range", "5m"),
-)
-# Prefect 3.7+ poll: lock the queue's deployment rows in id order, then update last_polled.
-POLL_DEPLOYMENTS = (
-    "WITH locked AS (SELECT deployment.id AS id, deployment.status AS status FROM deployment "
-    "WHERE deployment.id IN (NULL) AND (1 != 1) OR deployment.work_queue_id IN ($3::UUID) "
-    "ORDER BY deployment.id FOR UPDATE) UPDATE deployment SET last_polled=$1::TIMESTAMP WITH TIME ZONE, "
-    "status=$2::deployment_status, updated=deployment.updated "
-    "WHERE deployment.id IN (SELECT locked.id FROM locked) RETURNING deployment.id"
-)
-POLL = "deployment_last_polled_update"  # the operation the sampler and the log follower give polls
+# Grafana's variables as the dashboards are opened with "All" instances and pools, on the scenario's target.
+VARIABLES = grafana.Variables(job=JOB, target=TARGET)
+POLL = scene.POLL_OPERATION
 DEADLOCKS = 3  # more than PrefectPostgresDeadlocks' threshold of 2
 # Polls waiting on a locked row: enough that rate(...[5m]) of their waits passes
 # PrefectWorkerPollContention's 0.1 after half a minute of samples.
@@ -68,6 +44,10 @@ EXPECTED_EMPTY: dict[str, str] = {
         "Prefect 3.9.1 keeps tag limits in concurrency_limit_v2 (tag:…); its v1 table is empty"
     ),
     "work-pools.json: Tag concurrency limits (v1): B": "as A: the v1 table is empty on Prefect 3.9.1",
+    # Annotations of events the scenario does not cause; tests/test_dashboards.py has promtool evaluate
+    # them on series in which the event happens.
+    "annotation PostgreSQL restarts": "PostgreSQL does not restart during the scenario",
+    "annotation Prefect schema changes": "the schema is not migrated during the scenario",
     # Alert rules whose condition is false in this scenario.
     "alert PrefectDbExporterDown": "Prometheus scrapes the exporter",
     "alert PrefectDbExporterAbsent": "the prefect-db job has a target",
@@ -103,9 +83,7 @@ class Expression:
 
 def substitute(text: str) -> str:
     """Replace Grafana's variables as a dashboard opened on the scenario's target would."""
-    for variable, value in SUBSTITUTIONS:
-        text = text.replace(variable, value)
-    return text
+    return VARIABLES.substitute(text)
 
 
 def panels(board: Board) -> list[Board]:
@@ -125,6 +103,17 @@ def dashboard_expressions() -> list[Expression]:
         for panel in panels(json.loads(path.read_text(encoding="utf-8")))
         for target in panel["targets"]
     ]
+
+
+def annotation_expressions() -> list[Expression]:
+    """Every distinct annotation query of the committed dashboards (each board marks the same events)."""
+    found: dict[str, Expression] = {}
+    for path in DASHBOARDS:
+        for annotation in json.loads(path.read_text(encoding="utf-8"))["annotations"]["list"]:
+            key = f"annotation {annotation['name']}"
+            expression = Expression(key, substitute(annotation["expr"]))
+            assert found.setdefault(key, expression) == expression, f"{path.name}: {key} differs"
+    return list(found.values())
 
 
 def variable_queries() -> list[tuple[str, str, str]]:
@@ -157,114 +146,6 @@ def alert_expressions() -> list[Expression]:
         key = f"alert {name} ({seen[name]})" if names.count(name) > 1 else f"alert {name}"
         found.append(Expression(key, rule["expr"]))
     return found
-
-
-def in_background(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Run ``work`` as a task whose failure is always retrieved."""
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return task
-
-
-# The scenario -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Trouble:
-    """A session for changes while Prometheus scrapes, the runs to crash and the rows to deadlock on."""
-
-    setup: asyncpg.Connection
-    running: tuple[uuid.UUID, uuid.UUID]
-    deadlock_rows: tuple[uuid.UUID, uuid.UUID]
-
-
-async def queue_id(conn: asyncpg.Connection, pool: str, queue: str) -> uuid.UUID:
-    """The id of a work queue of the demo scene."""
-    found = await conn.fetchval(
-        "SELECT wq.id FROM work_queue AS wq JOIN work_pool AS wp ON wp.id = wq.work_pool_id"
-        " WHERE wp.name = $1 AND wq.name = $2",
-        pool,
-        queue,
-    )
-    assert isinstance(found, uuid.UUID)
-    return found
-
-
-async def deployments_of(conn: asyncpg.Connection, queue: uuid.UUID) -> list[asyncpg.Record]:
-    """The deployments of a work queue, in id order (the order a 3.7+ poll locks them)."""
-    return list(
-        await conn.fetch("SELECT id, flow_id FROM deployment WHERE work_queue_id = $1 ORDER BY id", queue)
-    )
-
-
-@asynccontextmanager
-async def trouble(db: TestDatabase) -> AsyncIterator[Trouble]:
-    """Seed the demo scene plus what the remaining panels need; hold a lock with worker polls behind it."""
-    setup, holder, *pollers = [await asyncpg.connect(db.admin_dsn) for _ in range(2 + POLLERS)]
-    try:
-        await seed.seed_trouble(setup)
-        k8s, etl = seed.DEMO_POOLS
-        default = await queue_id(setup, k8s, "default")
-        critical = await queue_id(setup, k8s, "critical")
-        polled = await deployments_of(setup, default)
-        deadlocking = await deployments_of(setup, await queue_id(setup, etl, "nightly"))
-        limited = (await deployments_of(setup, critical))[0]
-        # Two RUNNING runs to crash after the first scrape, and a late run behind the full "critical"
-        # queue (PrefectWorkQueueConcurrencySaturated).
-        row = polled[0]
-        running = [
-            await seed.create_flow_run(
-                setup, flow_id=row["flow_id"], queue_id=default, deployment_id=row["id"], state_type="RUNNING"
-            )
-            for _ in range(2)
-        ]
-        await seed.create_flow_run(
-            setup,
-            flow_id=limited["flow_id"],
-            queue_id=critical,
-            deployment_id=limited["id"],
-            state_type="SCHEDULED",
-            state_name="Late",
-            state_age=700,
-        )
-        # A session idle in transaction holding a deployment row, and worker polls of its queue waiting.
-        await holder.execute("BEGIN")
-        await holder.fetch("SELECT id FROM deployment WHERE id = $1 FOR UPDATE", polled[-1]["id"])
-        for poller in pollers:
-            in_background(poller.fetch(POLL_DEPLOYMENTS, datetime.now(UTC), "READY", default))
-            await eventually(lambda: waiting(setup, poller.get_server_pid()), timeout=10, interval=0.05)  # noqa: B023
-        yield Trouble(setup, (running[0], running[1]), (deadlocking[0]["id"], deadlocking[1]["id"]))
-    finally:
-        for conn in (setup, holder, *pollers):
-            conn.terminate()
-
-
-async def waiting(observer: asyncpg.Connection, pid: int) -> bool:
-    """Whether backend ``pid`` waits on a heavyweight lock."""
-    event: str | None = await observer.fetchval(
-        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
-    )
-    return event == "Lock"
-
-
-async def deadlock(db: TestDatabase, rows: tuple[uuid.UUID, uuid.UUID]) -> None:
-    """Two last_polled updates that lock two deployment rows in opposite order: one of them deadlocks."""
-    update = "UPDATE deployment SET last_polled = clock_timestamp() WHERE id = $1"
-    a, b = await asyncpg.connect(db.admin_dsn), await asyncpg.connect(db.admin_dsn)
-    try:
-        for conn, own in ((a, rows[0]), (b, rows[1])):
-            await conn.execute("BEGIN")
-            await conn.execute(update, own)
-        crossing = in_background(a.execute(update, rows[1]))
-        await eventually(lambda: waiting(b, a.get_server_pid()), timeout=10, interval=0.02)
-        outcomes = await asyncio.gather(crossing, b.execute(update, rows[0]), return_exceptions=True)
-        assert any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcomes), outcomes
-        for conn in (a, b):
-            await conn.execute("ROLLBACK")
-            await conn.execute("SELECT pg_stat_force_next_flush()")
-    finally:
-        a.terminate()
-        b.terminate()
 
 
 # Prometheus --------------------------------------------------------------------------------------
@@ -356,13 +237,16 @@ async def check_rules(prom: promstack.Prometheus, count: int) -> list[str]:
 
 
 @pytest.mark.parametrize("prefect_db", ["3.9.1"], indirect=True)
-async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluster: PgCluster) -> None:
+async def test_every_panel_and_alert_expression(
+    prefect_db: TestDatabase, cluster: PgCluster, tmp_path: Path
+) -> None:
     alerts = alert_expressions()
-    expressions = dashboard_expressions() + alerts
+    annotations = annotation_expressions()
+    expressions = dashboard_expressions() + annotations + alerts
     unknown = set(EXPECTED_EMPTY) - {e.key for e in expressions}
     assert not unknown, f"allow-list entries that name no expression: {sorted(unknown)}"
     started = time.monotonic()
-    async with trouble(prefect_db) as scene:
+    async with scene.trouble(prefect_db.admin_dsn, POLLERS) as trouble:
         # The opt-in per-worker collector too, for the dashboard lines that show it when it is on.
         exporter = exporter_for(
             target_for(prefect_db, name=TARGET, server_log=str(cluster.log_path)),
@@ -372,19 +256,20 @@ async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluste
             serving(exporter) as (_, exporter_url),
             promstack.Prometheus(prometheus_config(exporter_url)) as prom,
         ):
+            drawing_from = time.time()
             # Counters appear with their first increment, which rate() cannot see: each kind of trouble
             # happens once before Prometheus has the series and again after.
             await wait_for(
                 prom, 'prefect_db_exporter_collector_success{collector="flow_run_transitions"} == 1'
             )
-            await seed.set_flow_run_state(scene.setup, scene.running[0], "CRASHED")
-            await deadlock(prefect_db, scene.deadlock_rows)
+            await seed.set_flow_run_state(trouble.setup, trouble.running[0], "CRASHED")
+            await scene.deadlock(prefect_db.admin_dsn, trouble.deadlock_rows)
             # The next refresh of the 15 s collectors counts them.
             await wait_for(prom, 'prefect_db_flow_run_transitions_total{state_type="CRASHED"}')
             await wait_for(prom, "prefect_db_deadlocks_total > 0")
-            await seed.set_flow_run_state(scene.setup, scene.running[1], "CRASHED")
+            await seed.set_flow_run_state(trouble.setup, trouble.running[1], "CRASHED")
             for _ in range(DEADLOCKS - 1):
-                await deadlock(prefect_db, scene.deadlock_rows)
+                await scene.deadlock(prefect_db.admin_dsn, trouble.deadlock_rows)
             await wait_for(
                 prom, 'increase(prefect_db_flow_run_transitions_total{state_type="CRASHED"}[1m]) > 0'
             )
@@ -392,8 +277,22 @@ async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluste
             await wait_for(
                 prom, f'increase(prefect_db_deadlocks_by_operation_total{{operation="{POLL}"}}[1m]) > 0'
             )
-            failures = await evaluate(prom, expressions, at=await complete_scrape(prom))
+            # A reload marks the boards (the "Exporter reloads" annotation, for one $__interval).
+            await exporter.reload(exporter.config)
+            (reloaded,) = [a.expr for a in annotations if a.key == "annotation Exporter reloads"]
+            await wait_for(prom, reloaded)
+            at = await complete_scrape(prom)
+            failures = await evaluate(prom, expressions, at=at)
             failures += await check_variables(prom)
             failures += await check_rules(prom, len(alerts))
+            # The README's pictures are drawn this way (make pictures): every board, from this Prometheus.
+            window = pictures.Window(drawing_from, at, step=1.0)
+            drawn = await pictures.draw_all(pictures.Source(prom, VARIABLES, window), tmp_path)
     assert not failures, "\n".join(failures)
+    assert [d.path.name for d in drawn] == [f"{p.stem}.png" for p in DASHBOARDS]
+    allowed_empty = {tuple(key.split(": ")[:2]) for key in EXPECTED_EMPTY}
+    for board in drawn:
+        assert board.path.stat().st_size > 50_000, board.path
+        empty = {(f"{board.path.stem}.json", title) for title in board.without_data}
+        assert empty <= allowed_empty, f"{board.path.name}: no data for {sorted(empty - allowed_empty)}"
     print(f"{len(expressions)} expressions evaluated after {time.monotonic() - started:.1f}s")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import io
 import ipaddress
+import logging
 import secrets
 import signal
 import ssl
+import string
 import subprocess
 import sys
 import time
@@ -22,25 +25,32 @@ import aiohttp
 import asyncpg
 import bcrypt
 import pytest
+from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import parse, split_password, target_for, value
+from helpers import exporter_for, parse, serving, split_password, target_for, value
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 from test_faults import cli_env, running_cli, wait_healthy
 
 from devtools.pgcluster import TestDatabase, free_port
 from devtools.prefect_env import PREFECT_VERSIONS
-from exporter.config import Thresholds
+from exporter.check import run_check
+from exporter.config import TargetConfig, Thresholds
 from exporter.database import TargetDatabase
-from exporter.errors import QueryError
+from exporter.errors import ConnectError, QueryError
+from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.web import make_app
+from exporter.webconfig import WebConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NEWEST = PREFECT_VERSIONS[-1]
 # The tables deploy/exporter-role.sql grants SELECT on; nothing else.
 GRANTED = {
-    "alembic_version", "concurrency_limit", "concurrency_limit_v2", "deployment", "events", "flow",
-    "flow_run", "flow_run_state", "work_pool", "work_queue", "worker",
+    "alembic_version", "concurrency_limit", "concurrency_limit_v2", "deployment", "event_resources",
+    "events", "flow", "flow_run", "flow_run_state", "task_run", "work_pool", "work_queue", "worker",
 }  # fmt: skip
 
 
@@ -141,6 +151,70 @@ async def test_the_password_never_leaks(prefect_db: TestDatabase, tmp_path: Path
     assert "***" in outputs["logfmt log"] and "***" in outputs["json log"]  # the DSNs were logged, masked
     assert check.returncode == 1 and wrong_cli.returncode == 1
     assert "Traceback" not in outputs["logfmt log"] + outputs["json log"] + check.stderr
+
+
+PRINTABLE_PASSWORDS = st.text(alphabet=string.printable, min_size=8, max_size=32)
+
+
+async def outputs_for_a_wrong_password(db: TestDatabase, dsn: str) -> dict[str, str]:
+    """Every output of an in-process exporter whose only target has ``dsn``: logs, /, /metrics, --check."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        target = TargetConfig(name="wrong", dsn=dsn, connect_timeout=3.0)
+        outputs: dict[str, str] = {}
+        async with serving(exporter_for(target, sampler=False, scrape_timeout=4.0)) as (http, base):
+            for path in ("/metrics", "/", "/readyz"):
+                outputs[path] = await fetch_text(http, f"{base}{path}")
+        out, err = io.StringIO(), io.StringIO()
+        code = await run_check(exporter_for(target, sampler=False, scrape_timeout=4.0), out, err)
+        outputs["--check"] = f"exit {code}\n{out.getvalue()}{err.getvalue()}"
+        json_handler = logging.StreamHandler(json_stream := io.StringIO())
+        json_handler.setFormatter(JsonFormatter())
+        root.addHandler(json_handler)
+        try:
+            database = TargetDatabase(target, Thresholds())
+            with pytest.raises(ConnectError) as caught:
+                await database.ensure_connected()
+            outputs["ConnectError"] = str(caught.value)
+        finally:
+            root.removeHandler(json_handler)
+        outputs["json log"] = json_stream.getvalue()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    outputs["logfmt log"] = stream.getvalue()
+    return outputs
+
+
+@pytest.mark.parametrize("prefect_db", [NEWEST], indirect=True)
+@given(password=PRINTABLE_PASSWORDS)
+@example(password="p@ss:w/rd?&=%#")
+@example(password="%41%40%3A")
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_random_wrong_password_never_appears_in_any_output(prefect_db: TestDatabase, password: str) -> None:
+    """Passwords of any printable characters, in the user info and in ?password=, against a real server."""
+    # A password such as 00000000 would be "found" in any page of numbers: ask for a few distinct characters.
+    assume(len(set(password)) >= 5 and password.strip(string.digits + ".") != "")
+    dsn, _ = split_password(prefect_db.exporter_dsn)
+    parts = urlsplit(dsn)
+    in_userinfo = parts._replace(
+        netloc=f"prefect_exporter:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    )
+    in_query = parts._replace(query=f"sslmode=disable&password={quote(password, safe='')}")
+    for wrong in (in_userinfo.geturl(), in_query.geturl()):
+        outputs = asyncio.run(outputs_for_a_wrong_password(prefect_db, wrong))
+        found = {where: text for where, text in outputs.items() if leaks(text, [password])}
+        assert not found, found
+        # The failure was real: the server refused the password, and every output says so.
+        for where in ("/", "--check", "ConnectError", "logfmt log", "json log"):
+            assert "password authentication failed" in outputs[where], (where, outputs[where])
+        assert "prefect_db_up" in outputs["/metrics"]
 
 
 # --- read-only sessions, least-privilege role -----------------------------------------------------------
@@ -490,3 +564,73 @@ def test_an_invalid_web_config_stops_the_start_with_exit_2(tmp_path: Path, case:
     assert "Traceback" not in result.stderr, result.stderr
     assert str(web) in result.stderr
     assert "right-Pa55word" not in result.stderr  # a plaintext password put in the hash's place
+
+
+# --- basic auth under a flood, response headers ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving_with(
+    exporter: object, web_config: WebConfig
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """Serve ``exporter`` with ``web_config`` over real HTTP on a loopback port."""
+    server = TestServer(make_app(exporter, web_config), host="127.0.0.1")  # type: ignore[arg-type]
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield session, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+def unreachable_exporter() -> object:
+    """An exporter whose one target refuses connections: enough for endpoints that need no database."""
+    return exporter_for(
+        TargetConfig(name="gone", dsn=f"postgresql://x@127.0.0.1:{free_port()}/x"), sampler=False
+    )
+
+
+async def test_configured_headers_are_on_every_response_the_refusals_included() -> None:
+    hashed = bcrypt.hashpw(RIGHT.encode(), bcrypt.gensalt(rounds=4)).decode()
+    headers = {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=31536000"}
+    web_config = WebConfig(users={USER: hashed}, headers=headers)
+    async with serving_with(unreachable_exporter(), web_config) as (http, base):
+        answers = [
+            await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)),
+            await status_of(http, "GET", f"{base}/healthz", False),
+            await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, "wrong")),
+            await status_of(http, "GET", f"{base}/no-such-page", False, headers=basic(USER, RIGHT)),
+            await status_of(http, "GET", f"{base}/metrics?target=nope", False, headers=basic(USER, RIGHT)),
+        ]
+    assert [status for status, _, _ in answers] == [200, 401, 401, 404, 400]
+    for _, _, got in answers:
+        assert {name: got.get(name) for name in headers} == headers, got
+
+
+async def test_a_slow_wrong_password_check_does_not_hold_up_other_requests() -> None:
+    """While bcrypt checks a wrong password of a costly hash, requests of a remembered login are served.
+
+    Not a timing assertion: it asserts the order of events. On the event loop, the costly check would
+    have to finish before any other request could be answered.
+    """
+    web_config = WebConfig(
+        users={
+            USER: bcrypt.hashpw(RIGHT.encode(), bcrypt.gensalt(rounds=4)).decode(),
+            "slow": bcrypt.hashpw(b"whatever", bcrypt.gensalt(rounds=15)).decode(),  # seconds per check
+        }
+    )
+    async with serving_with(unreachable_exporter(), web_config) as (http, base):
+        assert (await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)))[0] == 200
+        slow = asyncio.create_task(
+            status_of(http, "GET", f"{base}/healthz", False, headers=basic("slow", "x"))
+        )
+        await asyncio.sleep(0.05)  # the slow request has reached the server and its check started
+        served = [
+            (await status_of(http, "GET", f"{base}/healthz", False, headers=basic(USER, RIGHT)))[0]
+            for _ in range(20)
+        ]
+        still_checking = not slow.done()
+        refused = (await slow)[0]
+    assert served == [200] * 20
+    assert still_checking, "the other requests waited for the costly check"
+    assert refused == 401

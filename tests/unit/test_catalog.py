@@ -41,7 +41,7 @@ def test_builtin_catalog_is_valid_and_follows_the_metric_contract() -> None:
     assert len(catalog.collectors) >= 15
     allowed_labels = {
         "work_pool", "work_queue", "state_type", "status", "state", "mode", "granted", "relation",
-        "wait_event_type", "name", "worker", "server_version", "alembic_revision",
+        "wait_event_type", "name", "worker", "server_version", "alembic_revision", "application",
     }  # fmt: skip
     for spec in catalog.collectors:
         assert spec.description
@@ -68,7 +68,8 @@ def test_header_problems_name_file_line_and_key(tmp_path: Path) -> None:
     bad = GOOD.replace("-- ttl: 30s", "-- ttl: soon\n-- colour: blue").replace("type: gauge", "type: gauges")
     path = write(tmp_path, "bad.sql", bad)
     problems = problems_in(tmp_path)
-    assert f"{path}:2: ttl: expected a duration such as 15s, 500ms or 5m, got 'soon'" in problems
+    expected = "expected a duration such as 15s, 500ms, 1m30s, 1d or a number of seconds, got 'soon'"
+    assert f"{path}:2: ttl: {expected}" in problems
     assert any(p.startswith(f"{path}:3: colour: unknown key") for p in problems)
     assert f"{path}:6: metrics[0].type: expected one of gauge, counter, got 'gauges'" in problems
 
@@ -86,6 +87,8 @@ def test_yaml_errors_point_at_the_file_line(tmp_path: Path) -> None:
         (("type: gauge", "type: counter"), "a counter's name ends in _total"),
         (("labels: [kind]", "labels: [target]"), "'target' is added by the exporter"),
         (("--     value: v\n", ""), "missing required key 'value'"),
+        (("--     value: v\n", "--     value:\n"), "metrics[0].value: must not be empty"),
+        (("--     value: v\n", "--     value: ''\n"), "metrics[0].value: "),
         (("-- description: Demo.\n", ""), "missing required key 'description'"),
         (("SELECT 'a' AS kind, 1 AS v;", ""), "no query after the header"),
         (("SELECT 'a' AS kind, 1 AS v;", "SELECT $1 AS v;"), "queries take no $n parameters"),
@@ -155,3 +158,20 @@ def test_role_script_grants_exactly_the_tables_collectors_read() -> None:
     granted = set(match.group(1).split(","))
     read = {t for spec in load_catalog([DEFAULT_QUERY_DIR]).collectors for t in spec.requires.tables}
     assert granted == read | {"alembic_version"}
+
+
+def test_an_empty_value_is_rejected_at_load_with_file_line_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "demo.sql", GOOD.replace("--     value: v\n", "--     value:\n"))
+    (problem,) = problems_in(tmp_path)
+    assert problem == (
+        f"{path}:7: metrics[0].value: must not be empty: name the result column holding the value"
+    )
+
+
+def test_an_empty_value_of_an_incremental_counter_is_rejected_too(tmp_path: Path) -> None:
+    text = (DEFAULT_QUERY_DIR / "flow_run_transitions.sql").read_text()
+    labels = "--     labels: [work_pool, state_type]"
+    emptied = text.replace(labels, f"--     value:\n{labels}")
+    path = write(tmp_path, "mine.sql", emptied.replace("prefect_db_", "mine_"))
+    (problem,) = problems_in(tmp_path)
+    assert problem.startswith(f"{path}:15: metrics[0].value: must not be empty")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -85,7 +87,8 @@ def test_a_snapshot_renders_each_self_metric_with_its_values() -> None:
     def get(name: str, **labels: str) -> float | None:
         return found.get((name, frozenset(labels.items())))
 
-    assert get("prefect_db_exporter_build_info", version="9.9") == 1.0
+    build = {"version": "9.9", "python_version": platform.python_version()}
+    assert get("prefect_db_exporter_build_info", **build, asyncpg_version=metadata.version("asyncpg")) == 1.0
     assert get("prefect_db_exporter_config_last_reload_successful") == 0.0
     assert (get("prefect_db_up", target="prod"), get("prefect_db_up", target="dr")) == (1.0, 0.0)
     assert get("prefect_db_prefect_schema_present", target="prod") == 1.0

@@ -1,0 +1,405 @@
+"""Prefect's own machinery seen from the database, made to fail for real on every supported schema.
+
+Each scenario makes one of Prefect's background services look stalled the way its users report it
+(the late-runs marker, the foreman, the retention, concurrency bookkeeping, cancellation cleanup),
+or sets up what breaks them (an invalid index, repeatable read, anonymous sessions), then scrapes.
+These tests, and the core check, run on 2.20.27 and 3.6.29 as well as the suite's usual schemas
+(the ``any_prefect_db`` fixture); the rest of the suite does not.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from helpers import Series, eventually, exporter_for, samples, scrape, target_for, value
+
+from devtools import seed
+from devtools.pgcluster import TestDatabase
+from exporter.config import DEFAULT_OPERATIONS_FILE
+from exporter.operations import load_operations
+from exporter.status import CollectorState
+
+# Seconds of slack for ages: rows are aged relative to clock_timestamp() at insert, scraped a little later.
+SLACK = 5.0
+POLL_SHAPES = Path(__file__).parent / "data" / "poll_statements.jsonl"
+MACHINERY = (
+    "late_marking", "foreman", "retention", "invalid_indexes", "isolation", "applications",
+    "concurrency_slot_leaks", "cancelling_runs", "poll_amplification",
+)  # fmt: skip
+# The core collectors that must work on every schema, 2.20 included (issue: sessions, locks,
+# deadlocks, runs, PENDING, late, workers, queues, polling contention).
+CORE = (
+    "sessions", "connections", "locks", "lock_waits", "database_stats", "flow_runs", "pending_runs",
+    "late_runs", "workers", "work_queues", "work_pools", "deployments", "last_polled_blocking",
+    "flow_run_transitions", "tables", "server",
+)  # fmt: skip
+
+
+def major(db: TestDatabase) -> int:
+    assert db.prefect_version is not None
+    return int(db.prefect_version.split(".")[0])
+
+
+@asynccontextmanager
+async def admin(db: TestDatabase) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser session on ``db``."""
+    conn = await asyncpg.connect(db.admin_dsn)
+    try:
+        yield conn
+    finally:
+        conn.terminate()
+
+
+async def scrape_once(db: TestDatabase, *collectors: str) -> Series:
+    """Scrape ``db`` once with a new exporter limited to ``collectors``, all of which must succeed."""
+    exporter = exporter_for(target_for(db), include=frozenset(collectors), sampler=False)
+    try:
+        series = await scrape(exporter)
+    finally:
+        await exporter.close()
+    for name in collectors:
+        assert value(series, "prefect_db_exporter_collector_success", collector=name) == 1.0, name
+    return series
+
+
+def about(actual: float | None, expected: float, slack: float = SLACK) -> bool:
+    """True when an age scraped a moment after seeding is ``expected`` give or take the seconds since."""
+    return actual is not None and expected <= actual < expected + slack
+
+
+def of_limit(series: Series, metric: str, limit: str) -> float | None:
+    """The sample of ``metric`` for the concurrency limit named ``limit`` (``name`` is value()'s own)."""
+    found = [v for labels, v in samples(series, metric).items() if ("name", limit) in labels]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def queue(pool: str, name: str) -> dict[str, str]:
+    return {"work_pool": pool, "work_queue": name}
+
+
+async def create_deployment(
+    conn: asyncpg.Connection, flow_id: uuid.UUID, queue_id: uuid.UUID, name: str, *,
+    status: str, last_polled_ago: float,
+) -> uuid.UUID:  # fmt: skip
+    """A deployment with only the columns every schema has (2.20 lacks concurrency_limit_id)."""
+    deployment_id: uuid.UUID = await conn.fetchval(
+        """
+        INSERT INTO deployment (name, flow_id, work_queue_id, work_queue_name, status, last_polled)
+        VALUES ($1, $2, $3, (SELECT name FROM work_queue WHERE id = $3), $4::deployment_status,
+                clock_timestamp() - make_interval(secs => $5::float8))
+        RETURNING id
+        """,
+        name, flow_id, queue_id, status, last_polled_ago,
+    )  # fmt: skip
+    return deployment_id
+
+
+# Every schema: the core works, and what cannot work says why --------------------------------------
+
+
+async def test_core_collectors_work_and_the_rest_say_why_on_every_schema(
+    any_prefect_db: TestDatabase,
+) -> None:
+    exporter = exporter_for(target_for(any_prefect_db), sampler=False)
+    try:
+        await scrape(exporter)
+        (target,) = exporter.status().targets
+    finally:
+        await exporter.close()
+    states = {c.name: c for c in target.collectors}
+    broken = {
+        n: (c.state, c.reason)
+        for n, c in states.items()
+        if c.state not in (CollectorState.OK, CollectorState.SKIPPED)
+    }
+    assert not broken, broken
+    assert all(states[name].state == CollectorState.OK for name in CORE), {
+        name: states[name].reason for name in CORE if states[name].state != CollectorState.OK
+    }
+    skipped = {n: c.reason for n, c in states.items() if c.state == CollectorState.SKIPPED}
+    assert all(skipped.values()), skipped  # every skip names its reason on `/`
+    # pg_stat_statements is not installed in the test databases; deployment concurrency is 3.x only.
+    assert "pg_stat_statements" in str(skipped.get("poll_amplification"))
+    if major(any_prefect_db) == 2:
+        assert "concurrency_limit_id" in str(skipped.get("concurrency_slot_leaks"))
+    else:
+        assert states["concurrency_slot_leaks"].state == CollectorState.OK
+
+
+# 1. Late-run marking stalled ----------------------------------------------------------------------
+
+
+async def test_overdue_scheduled_runs_not_marked_late_and_runs_marked_late_twice(
+    any_prefect_db: TestDatabase,
+) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-l", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+        q = pool.default_queue_id
+        # Overdue by 300 s and 90 s, never marked Late; one only 30 s overdue (within the service's slack).
+        for overdue in (300, 90, 30):
+            await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
+                                       next_scheduled_in=-overdue)  # fmt: skip
+        # Marked Late, then Late again (prefect#22139), and one marked Late once.
+        twice = await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
+                                           next_scheduled_in=-120)  # fmt: skip
+        for _ in range(2):
+            await seed.set_flow_run_state(conn, twice, "SCHEDULED", "Late", scheduled_in=-120)
+        await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
+                                   state_name="Late", state_age=60)  # fmt: skip
+    series = await scrape_once(any_prefect_db, "late_marking")
+    where = queue("pool-l", "default")
+    assert value(series, "prefect_db_late_marking_overdue_runs", **where) == 2
+    assert about(value(series, "prefect_db_late_marking_oldest_overdue_seconds", **where), 300)
+    assert value(series, "prefect_db_late_marking_repeated_late_runs", **where) == 1
+
+
+# 2. Foreman stalled -------------------------------------------------------------------------------
+
+
+async def test_stale_rows_stored_online_and_ready_are_the_foremans_disagreement(
+    any_prefect_db: TestDatabase,
+) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-f", default_queue_last_polled_ago=5)
+        calm = await seed.create_work_pool(conn, "pool-calm", default_queue_last_polled_ago=5)
+        # Stored ONLINE, silent for 300 s and 200 s at a 30 s interval (timeout 90 s); one healthy.
+        await seed.create_worker(conn, pool.id, "dead-1", heartbeat_ago=300, status="ONLINE")
+        await seed.create_worker(conn, pool.id, "dead-2", heartbeat_ago=200, status="ONLINE")
+        await seed.create_worker(conn, pool.id, "alive", heartbeat_ago=10, status="ONLINE")
+        # Marked OFFLINE as it should be: no disagreement.
+        await seed.create_worker(conn, calm.id, "gone", heartbeat_ago=900, status="OFFLINE")
+        stale_queue = await seed.create_work_queue(
+            conn, pool.id, "stale", last_polled_ago=400, status="READY"
+        )
+        flow = await seed.create_flow(conn, "flow")
+        await create_deployment(conn, flow, stale_queue, "d-stale", status="READY", last_polled_ago=500)
+        # Polled recently through its queue (the default queue): READY is right.
+        await create_deployment(
+            conn, flow, pool.default_queue_id, "d-ok", status="READY", last_polled_ago=500
+        )
+    series = await scrape_once(any_prefect_db, "foreman")
+    rows = "prefect_db_foreman_stale_status_rows"
+    overdue = "prefect_db_foreman_stale_status_max_overdue_seconds"
+    assert value(series, rows, work_pool="pool-f", relation="worker") == 2
+    assert about(value(series, overdue, work_pool="pool-f", relation="worker"), 300 - 90)
+    assert value(series, rows, work_pool="pool-f", relation="work_queue") == 1
+    assert about(value(series, overdue, work_pool="pool-f", relation="work_queue"), 400 - 60)
+    assert value(series, rows, work_pool="pool-f", relation="deployment") == 1
+    assert about(value(series, overdue, work_pool="pool-f", relation="deployment"), 400 - 60)
+    assert {v for v in samples(series, rows, work_pool="pool-calm").values()} == {0}
+    assert samples(series, overdue, work_pool="pool-calm") == {}
+
+
+# 3. Retention keeping up --------------------------------------------------------------------------
+
+
+async def test_events_and_runs_older_than_retention_are_measured_through_indexes(
+    any_prefect_db: TestDatabase,
+) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-r")
+        flow = await seed.create_flow(conn, "flow")
+        run = await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
+                                         state_type="COMPLETED", state_age=100 * 86400)  # fmt: skip
+        await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
+                                   state_type="RUNNING", state_age=200 * 86400)  # fmt: skip
+        await seed.add_heartbeat(conn, run, ago=10 * 86400)
+        await seed.add_heartbeat(conn, run, ago=60)
+        has_index = await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_indexes WHERE indexname = 'ix_event_resources__occurred')"
+        )
+    series = await scrape_once(any_prefect_db, "retention")
+    oldest = "prefect_db_retention_oldest_row_age_seconds"
+    assert about(value(series, oldest, relation="events"), 10 * 86400)
+    assert about(value(series, oldest, relation="flow_run"), 100 * 86400)  # terminal runs only
+    if has_index:  # 3.7.5+
+        assert about(value(series, oldest, relation="event_resources"), 10 * 86400)
+    else:  # no index to read it from: absent, never a full scan
+        assert value(series, oldest, relation="event_resources") is None
+
+
+async def test_an_empty_prefect_database_has_no_oldest_rows(any_prefect_db: TestDatabase) -> None:
+    series = await scrape_once(any_prefect_db, "retention")
+    assert samples(series, "prefect_db_retention_oldest_row_age_seconds") == {}
+
+
+# 4. Invalid indexes -------------------------------------------------------------------------------
+
+
+async def test_a_failed_concurrent_unique_index_build_is_an_invalid_index(
+    any_prefect_db: TestDatabase,
+) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-i")
+        flow = await seed.create_flow(conn, "flow")
+        for _ in range(2):
+            await seed.create_flow_run(
+                conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="COMPLETED"
+            )
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_flow_run__dup ON flow_run (flow_id)")
+    series = await scrape_once(any_prefect_db, "invalid_indexes")
+    assert value(series, "prefect_db_invalid_indexes", relation="flow_run") == 1
+    assert value(series, "prefect_db_invalid_indexes", relation="flow_run_state") == 0
+    assert sum(samples(series, "prefect_db_invalid_indexes").values()) == 1
+
+
+# 5. Isolation level -------------------------------------------------------------------------------
+
+
+async def test_a_database_set_to_repeatable_read(any_prefect_db: TestDatabase) -> None:
+    before = await scrape_once(any_prefect_db, "isolation")
+    assert value(before, "prefect_db_default_transaction_isolation_not_read_committed") == 0
+    assert value(before, "prefect_db_sessions_isolation_not_read_committed") == 0
+    async with admin(any_prefect_db) as conn:
+        await conn.execute(
+            f"ALTER DATABASE \"{any_prefect_db.name}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    # Sessions opened from now on (two "Prefect" sessions) get repeatable read.
+    async with admin(any_prefect_db) as first, admin(any_prefect_db) as second:
+        assert await first.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        assert await second.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        # The session that ran ALTER DATABASE must be gone: the defaults are read from the catalog.
+        pids = [first.get_server_pid(), second.get_server_pid()]
+
+        async def only_these_two() -> bool:
+            others: int = await first.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> ALL ($1::int[])",
+                pids,
+            )
+            return others == 0
+
+        await eventually(only_these_two)
+        series = await scrape_once(any_prefect_db, "isolation")
+    assert value(series, "prefect_db_default_transaction_isolation_not_read_committed") == 1
+    assert value(series, "prefect_db_sessions_isolation_not_read_committed") == 2
+
+
+# 6. Sessions without application_name -------------------------------------------------------------
+
+
+async def test_sessions_without_application_name_and_connections_per_application(
+    any_prefect_db: TestDatabase,
+) -> None:
+    conns = [
+        await asyncpg.connect(any_prefect_db.admin_dsn, server_settings={"application_name": app})
+        for app in ["", "", "", "prefect-server", "prefect-server"]
+    ]
+    try:
+        series = await scrape_once(any_prefect_db, "applications")
+    finally:
+        for conn in conns:
+            conn.terminate()
+    assert value(series, "prefect_db_application_connections", application="") == 3
+    assert value(series, "prefect_db_application_connections_per_client_max", application="") == 3
+    assert value(series, "prefect_db_application_connections", application="prefect-server") == 2
+    assert (value(series, "prefect_db_application_connections", application="prefect-db-exporter") or 0) >= 1
+
+
+# 7. Leaked concurrency slots ----------------------------------------------------------------------
+
+
+async def test_slots_held_with_no_runs_and_runs_awaiting_a_slot(any_prefect_db: TestDatabase) -> None:
+    if major(any_prefect_db) == 2:
+        pytest.skip("deployment concurrency is 3.x only; the collector is gated (see the core test)")
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-c", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "etl")
+        q = pool.default_queue_id
+        limit = await seed.create_concurrency_limit(conn, "deployment:placeholder", limit=5, active_slots=3)
+        deployment = await seed.create_deployment(
+            conn, flow, q, "nightly", last_polled_ago=5, concurrency_limit_id=limit
+        )
+        await conn.execute("UPDATE concurrency_limit_v2 SET name = 'deployment:' || $2::text WHERE id = $1",
+                           limit, str(deployment))  # fmt: skip
+        # One run holds a slot; three are taken: two leaked.
+        await seed.create_flow_run(
+            conn, flow_id=flow, queue_id=q, deployment_id=deployment, state_type="RUNNING"
+        )
+        # A tag limit with slots taken and no task run running.
+        await seed.create_concurrency_limit(conn, "tag:db", limit=4, active_slots=2)
+        # A named limit: its holders are not recorded, so neither holders nor leaks are exported.
+        await seed.create_concurrency_limit(conn, "external-api", limit=2, active_slots=2)
+        for age in (600, 30):
+            await seed.create_flow_run(conn, flow_id=flow, queue_id=q, deployment_id=deployment,
+                                       state_type="SCHEDULED", state_name="AwaitingConcurrencySlot",
+                                       next_scheduled_in=-age)  # fmt: skip
+        await conn.execute(
+            "UPDATE flow_run SET expected_start_time = next_scheduled_start_time"
+            " WHERE state_name = 'AwaitingConcurrencySlot'"
+        )
+    series = await scrape_once(any_prefect_db, "concurrency_slot_leaks")
+    name = "deployment:etl/nightly"
+    assert of_limit(series, "prefect_db_concurrency_limit_slot_holders", name) == 1
+    assert of_limit(series, "prefect_db_concurrency_limit_leaked_slots", name) == 2
+    assert of_limit(series, "prefect_db_concurrency_limit_slot_holders", "tag:db") == 0
+    assert of_limit(series, "prefect_db_concurrency_limit_leaked_slots", "tag:db") == 2
+    assert of_limit(series, "prefect_db_concurrency_limit_leaked_slots", "external-api") is None
+    where = queue("pool-c", "default")
+    assert value(series, "prefect_db_awaiting_concurrency_slot_runs", **where) == 2
+    assert about(value(series, "prefect_db_awaiting_concurrency_slot_oldest_seconds", **where), 600)
+
+
+# 8. CANCELLING runs -------------------------------------------------------------------------------
+
+
+async def test_cancelling_runs_aged_ten_minutes(any_prefect_db: TestDatabase) -> None:
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-x", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+        for age in (600, 400, 60):
+            await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
+                                       state_type="CANCELLING", state_age=age)  # fmt: skip
+    series = await scrape_once(any_prefect_db, "cancelling_runs")
+    where = queue("pool-x", "default")
+    assert value(series, "prefect_db_cancelling_runs_stale", **where) == 2
+    assert about(value(series, "prefect_db_cancelling_runs_oldest_age_seconds", **where), 600)
+
+
+# 9. The poll statement: three shapes, one operation, and its amplification ------------------------
+
+
+def poll_shapes() -> list[dict[str, str]]:
+    lines = POLL_SHAPES.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_all_three_shapes_of_the_poll_update_are_one_operation() -> None:
+    classifier = load_operations(DEFAULT_OPERATIONS_FILE)
+    shapes = poll_shapes()
+    assert {s["shape"] for s in shapes} == {"plain", "updated=deployment.updated", "with locked"}
+    wrong = [s for s in shapes if classifier.classify(s["statement"]) != "deployment_last_polled_update"]
+    assert not wrong, wrong
+
+
+async def test_rows_rewritten_per_poll_are_counted_from_pg_stat_statements(
+    any_prefect_db: TestDatabase,
+) -> None:
+    version = any_prefect_db.prefect_version
+    (shape,) = [s for s in poll_shapes() if s["version"] == version]
+    async with admin(any_prefect_db) as conn:
+        await conn.execute("CREATE EXTENSION pg_stat_statements")
+        pool = await seed.create_work_pool(conn, "pool-a", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+        for i in range(3):
+            await create_deployment(
+                conn, flow, pool.default_queue_id, f"d{i}", status="READY", last_polled_ago=5
+            )
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        # The statement as this release sends it (prepared, as asyncpg does), polling one queue twice.
+        statement = await conn.prepare(shape["statement"])
+        for _ in range(2):
+            await statement.fetch(datetime.now(UTC), "READY", pool.default_queue_id)
+    series = await scrape_once(any_prefect_db, "poll_amplification")
+    assert value(series, "prefect_db_deployment_poll_updates_total") == 2
+    assert value(series, "prefect_db_deployment_poll_updated_rows_total") == 6
