@@ -1311,9 +1311,14 @@ def work_pools() -> Any:
             ),
             graph(
                 "Worker heartbeat age",
-                "Time since each recently seen worker's last heartbeat. A worker whose line keeps rising "
-                "has died; its PENDING runs may be stuck.",
+                "Time since the pool's most recent worker heartbeat: a line that keeps rising means no "
+                "worker of the pool is alive, and its PENDING runs may be stuck. Per worker (one line "
+                "each) only with the opt-in collector worker_heartbeats (collectors.enable).",
                 "s",
+                Query(
+                    f"max by (work_pool) (prefect_db_work_pool_worker_heartbeat_age_seconds{{{TP}}})",
+                    "{{work_pool}} newest",
+                ),
                 Query(
                     f"max by (work_pool, worker) (prefect_db_worker_last_heartbeat_age_seconds{{{TP}}})",
                     "{{work_pool}} {{worker}}",
@@ -1322,8 +1327,8 @@ def work_pools() -> Any:
             ),
             graph(
                 "Workers by stored status",
-                "Workers per pool by the status Prefect's foreman stored, and all worker rows (Prefect "
-                "never deletes dead workers). A gap to the computed status means the foreman lags.",
+                "Workers per pool by the status Prefect's foreman stored, and all worker rows up to 1000 "
+                "(Prefect never deletes dead workers). A gap to the computed status means the foreman lags.",
                 "short",
                 Query(
                     f"sum by (work_pool, status) (prefect_db_workers_stored_status{{{TP}}})",

@@ -42,6 +42,14 @@ def render(catalog: Catalog) -> str:
         "`python -m devtools.metrics_doc`; a test fails when this file and the catalog drift apart.",
         "Every metric carries a `target` label (the target's name in the config).",
         "",
+        "Series grow with work pools, queues and states, never with runs, deployments or workers: by",
+        "default there is **no series per worker** (worker names are new for every worker process, every",
+        "Kubernetes pod). Per-worker series come from the opt-in collector `worker_heartbeats`, turned on",
+        "with `collectors.enable: [worker_heartbeats]`; it reads recently seen workers only and caps them",
+        "per pool. Opt-in collectors are marked *opt-in* below. When a metric has more series than",
+        "`max_series_per_metric`, the rest are folded into one series labelled `other`; the series kept",
+        "stay the same from scrape to scrape while they exist.",
+        "",
         "## Exporter health",
         "",
         "| metric | type | labels | meaning |",
@@ -68,7 +76,8 @@ def render(catalog: Catalog) -> str:
             "",
             f"Source: `queries/{spec.path.name}` · TTL {spec.ttl:g} s · timeout {spec.timeout:g} s · "
             f"gates: {_gates(catalog, spec.name)}"
-            + (" · incremental (counts new rows only)" if spec.incremental else ""),
+            + (" · incremental (counts new rows only)" if spec.incremental else "")
+            + ("" if spec.enabled else " · *opt-in* (`collectors.enable`)"),
             "",
             "| metric | type | labels | meaning |",
             "|---|---|---|---|",

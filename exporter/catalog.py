@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from exporter.errors import CatalogError, Problems
 from exporter.validation import (
     Section,
+    as_bool,
     as_int,
     as_positive_int,
     as_seconds,
@@ -24,6 +25,8 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _COLLECTOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 RESERVED_LABELS = frozenset({"target"})
 SELF_METRIC_PREFIX = "prefect_db_exporter_"
+# The result column of an incremental collector holding each row's 64-bit transaction id.
+XID_COLUMN = "xid"
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,11 @@ class Incremental:
 
     key: str
     cursor: str
-    overlap: float
     limit: int
+    # How far the clock that stamps rows (a Prefect server's) may be behind the database's.
+    overlap: float = 10.0
+    # Rows of a transaction open longer than this before it commits may be missed (exporter/incremental.py).
+    max_commit_delay: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class CollectorSpec:
     metrics: tuple[MetricSpec, ...]
     incremental: Incremental | None = None
     header_line: int = 1
+    # False for an opt-in collector (``enabled: false``): it runs only when ``collectors.enable`` names it.
+    enabled: bool = True
 
     def columns_used(self) -> dict[str, tuple[int, str]]:
         """Return each result column the header refers to, with the line and key naming it."""
@@ -86,6 +94,7 @@ class CollectorSpec:
         if self.incremental:
             used[self.incremental.key] = (self.header_line, "incremental.key")
             used[self.incremental.cursor] = (self.header_line, "incremental.cursor")
+            used[XID_COLUMN] = (self.header_line, "mode")
         for index, metric in enumerate(self.metrics):
             if metric.value:
                 used.setdefault(metric.value, (metric.line, f"metrics[{index}].value"))
@@ -100,30 +109,41 @@ class Catalog:
 
     collectors: tuple[CollectorSpec, ...]
 
-    def select(self, include: Iterable[str], exclude: Iterable[str]) -> Catalog:
-        """Return the collectors named by ``include`` (all when empty) minus ``exclude``."""
-        wanted, unwanted = set(include), set(exclude)
-        unknown = (wanted | unwanted) - {c.name for c in self.collectors}
+    def select(self, include: Iterable[str], exclude: Iterable[str], enable: Iterable[str] = ()) -> Catalog:
+        """Return the collectors that run: those named by ``include`` (when it is not empty), else the
+        enabled ones and the opt-in ones named by ``enable``; minus those named by ``exclude``."""
+        wanted, unwanted, enabled = set(include), set(exclude), set(enable)
+        unknown = (wanted | unwanted | enabled) - {c.name for c in self.collectors}
         if unknown:
             names = ", ".join(sorted(c.name for c in self.collectors))
             raise CatalogError(
-                "collectors.include/exclude name unknown collectors",
+                "collectors.include/exclude/enable name unknown collectors",
                 [f"{name!r} is not a collector; known: {names}" for name in sorted(unknown)],
             )
-        return Catalog(
-            tuple(c for c in self.collectors if (not wanted or c.name in wanted) and c.name not in unwanted)
-        )
+
+        def runs(c: CollectorSpec) -> bool:
+            chosen = c.name in wanted if wanted else c.enabled or c.name in enabled
+            return chosen and c.name not in unwanted
+
+        return Catalog(tuple(c for c in self.collectors if runs(c)))
 
     def get(self, name: str) -> CollectorSpec:
         """Return the collector called ``name``."""
         return next(c for c in self.collectors if c.name == name)
 
 
-_HEADER_KEYS = ("description", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
+_HEADER_KEYS = ("description", "enabled", "ttl", "timeout", "requires", "mode", "incremental", "metrics")
 REQUIRES_KEYS = tuple(("server_version_min", "server_version_max", "tables", "columns", "alembic_revisions"))
 _METRIC_KEYS = ("name", "type", "help", "value", "labels", "fold")
 FOLDS = ("sum", "max", "min")
-_INCREMENTAL_KEYS = ("key", "cursor", "overlap", "limit")
+_INCREMENTAL_KEYS = ("key", "cursor", "overlap", "max_commit_delay", "limit")
+
+
+def _incremental_default(name: str) -> float:
+    """Return the default of an ``incremental:`` key: the dataclass field's, the one place it is written."""
+    default = next(f.default for f in fields(Incremental) if f.name == name)
+    assert isinstance(default, float)
+    return default
 
 
 def split_header(text: str) -> tuple[str, int, str, int]:
@@ -232,12 +252,17 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
             top.problem("mode", "mode: incremental needs an incremental: section with key and cursor")
         else:
             key, cursor = inc.get("key", _column_name), inc.get("cursor", _column_name)
-            overlap = inc.get("overlap", as_seconds, 60.0)
+            overlap = inc.get("overlap", as_seconds, _incremental_default("overlap"))
+            max_commit_delay = inc.get(
+                "max_commit_delay", as_seconds, _incremental_default("max_commit_delay")
+            )
             limit = inc.get("limit", as_positive_int)
             if limit and not re.search(rf"\bLIMIT\s+{limit}\b", sql, re.IGNORECASE):
                 inc.problem("limit", f"the query must end with LIMIT {limit}, so that one run stays bounded")
+            if max_commit_delay is not None and overlap is not None and max_commit_delay < overlap:
+                inc.problem("max_commit_delay", f"at least overlap ({overlap:g}s)")
             if key and cursor and limit:
-                incremental = Incremental(key, cursor, overlap, limit)
+                incremental = Incremental(key, cursor, limit, overlap, max_commit_delay)
     elif inc is not None:
         top.problem("incremental", "only used with mode: incremental")
     metrics = [
@@ -258,6 +283,7 @@ def parse_collector(path: Path, text: str, problems: Problems) -> CollectorSpec 
         metrics=tuple(metrics),
         incremental=incremental,
         header_line=header_line,
+        enabled=top.get("enabled", as_bool, True),
     )
     return spec
 

@@ -13,15 +13,15 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, KeysView, Mapping
 
 from exporter.catalog import Catalog, CollectorSpec, check_result_columns
 from exporter.database import TargetDatabase
 from exporter.errors import ConnectError, QueryError
 from exporter.freshness import COALESCE, is_fresh, next_run, stale_limit
 from exporter.gates import unmet_requirement
-from exporter.incremental import IncrementalCounts
-from exporter.samples import InvalidResult, Series, build_series, cap_series
+from exporter.incremental import OLDEST_TRANSACTION_SQL, RUNNING_XID_SQL, IncrementalCounts, Mark
+from exporter.samples import InvalidResult, LabelValues, Series, build_series, cap_series
 from exporter.status import CollectorResult, CollectorState, CollectorStatus
 from exporter.textformat import SampleWriter
 
@@ -130,6 +130,8 @@ class CollectorRuns:
         self._round: asyncio.Task[None] | None = None
         self._refresh_started = math.inf
         self._incremental = {s.name: IncrementalCounts(s) for s in catalog.collectors if s.incremental}
+        # The series each metric served last, so that the series cap keeps the same ones.
+        self._kept: dict[str, KeysView[LabelValues]] = {}
         self._writers = {
             m.name: SampleWriter(m, db.config.name) for spec in catalog.collectors for m in spec.metrics
         }
@@ -356,21 +358,19 @@ class CollectorRuns:
         started = self.clock()
         acquire_timeout = None if deadline is None else max(spec.timeout, deadline - started)
         counts = self._incremental.get(spec.name)
-        settings = counts.settings() if counts else None
         status, error, rows = "success", None, 0
         series: Mapping[str, Series] = {}
         try:
-            records = await self.db.fetch(spec.sql, spec.timeout, settings, acquire_timeout)
-            rows = len(records)
             if counts is not None:
-                now = None
-                if not counts.primed:
-                    clock = await self.db.fetch("SELECT now() AS now", spec.timeout)
-                    now = clock[0]["now"]
-                counts.absorb(records, now)
+                if counts.needs_mark():
+                    counts.begin(await self._mark(spec))
+                records = await self.db.fetch(spec.sql, spec.timeout, counts.settings(), acquire_timeout)
+                counts.absorb(records)
                 series = counts.series()
             else:
+                records = await self.db.fetch(spec.sql, spec.timeout, None, acquire_timeout)
                 series = build_series(spec, records)
+            rows = len(records)
         except QueryError as failure:
             status, error = failure.status, str(failure)
         except ConnectError as failure:
@@ -387,8 +387,9 @@ class CollectorRuns:
         if status == "success":
             for metric in spec.metrics:
                 kept, folded[metric.name] = cap_series(
-                    series.get(metric.name, {}), self.max_series, metric.fold
+                    series.get(metric.name, {}), self.max_series, metric.fold, self._kept.get(metric.name, ())
                 )
+                self._kept[metric.name] = kept.keys()
                 text[metric.name] = self._writers[metric.name].write(kept)
                 if folded[metric.name]:
                     fields = {"target": self.name, "metric": metric.name, "folded": folded[metric.name]}
@@ -409,6 +410,12 @@ class CollectorRuns:
             self._good[spec.name] = result
         if self.on_result is not None:
             self.on_result()
+
+    async def _mark(self, spec: CollectorSpec) -> Mark:
+        """Begin an incremental collector's pass: the oldest open transaction's start, then the oldest id."""
+        oldest = (await self.db.fetch(OLDEST_TRANSACTION_SQL, spec.timeout))[0]
+        running = (await self.db.fetch(RUNNING_XID_SQL, spec.timeout))[0]
+        return Mark(oldest["now"], oldest["oldest_xact_start"], running["oldest_running_xid"])
 
     async def run_once(self, spec: CollectorSpec) -> CollectorResult:
         """Run one collector now, ignoring its cache (for ``--check`` and timings)."""

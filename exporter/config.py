@@ -94,6 +94,8 @@ class Config:
     max_series_per_metric: int = 2000
     include: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()
+    # Opt-in collectors (``enabled: false`` in their header) to run as well.
+    enable: frozenset[str] = frozenset()
     query_dirs: tuple[Path, ...] = (DEFAULT_QUERY_DIR,)
     thresholds: Thresholds = field(default_factory=Thresholds)
     operations_file: Path = DEFAULT_OPERATIONS_FILE
@@ -248,7 +250,7 @@ _TOP_KEYS = (
     "web_config_file",
 )
 _TARGET_KEYS = tuple(f.name for f in fields(TargetConfig))
-_COLLECTOR_KEYS = ("include", "exclude", "extra_query_dirs", "operations_file")
+_COLLECTOR_KEYS = ("include", "exclude", "enable", "extra_query_dirs", "operations_file")
 _SAMPLER_KEYS = ("enabled", "interval")
 _LOG_KEYS = ("level", "format")
 
@@ -275,7 +277,7 @@ def parse_config(text: str, source: str) -> Config:
         seen.add(target.name)
 
     collectors = top.section("collectors", _COLLECTOR_KEYS)
-    include = exclude = frozenset[str]()
+    include = exclude = enable = frozenset[str]()
     query_dirs = [DEFAULT_QUERY_DIR]
     operations_file = DEFAULT_OPERATIONS_FILE
     if collectors is not None:
@@ -284,6 +286,7 @@ def parse_config(text: str, source: str) -> Config:
             collectors.problem("operations_file", f"no such file: {operations_file}")
         include = frozenset(collectors.get("include", as_str_list, ()))
         exclude = frozenset(collectors.get("exclude", as_str_list, ()))
+        enable = frozenset(collectors.get("enable", as_str_list, ()))
         for raw in collectors.get("extra_query_dirs", as_str_list, ()):
             try:
                 path = as_path(base_dir)(raw)
@@ -314,6 +317,7 @@ def parse_config(text: str, source: str) -> Config:
         ),
         include=include,
         exclude=exclude,
+        enable=enable,
         query_dirs=tuple(query_dirs),
         thresholds=_read_thresholds(top.section("thresholds", [f.name for f in fields(Thresholds)])),
         operations_file=operations_file,
@@ -334,12 +338,15 @@ def with_collector_flags(config: Config, enable: frozenset[str], disable: frozen
 
     The one place where the command line's collector choice meets the config's: a flag wins over
     collectors.exclude and collectors.include; ``disable`` goes to exclude (which the catalog applies
-    after include, so disabling the last included collector never means "all").
+    after include, so disabling the last included collector never means "all"); ``enable`` also turns
+    opt-in collectors on (collectors.enable).
     """
     if not enable and not disable:
         return config
     include = config.include | enable if config.include else config.include
-    return replace(config, include=include, exclude=(config.exclude - enable) | disable)
+    return replace(
+        config, include=include, exclude=(config.exclude - enable) | disable, enable=config.enable | enable
+    )
 
 
 def load_config(path: Path) -> Config:

@@ -71,7 +71,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
     asyncpg's default reset sends ``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *`` and an advisory
     unlock after every query: a round trip per query for state the exporter never creates. The
-    only setting it changes is an incremental collector's cursor, which is set before every use.
+    only setting it changes is an incremental collector's pass, which is set before every use.
     """
 
 

@@ -123,5 +123,5 @@ class Exporter:
 
 def load_definitions(config: Config) -> tuple[Catalog, Classifier, Releases]:
     """Load the catalog (as selected), the operations and the releases that ``config`` names."""
-    catalog = load_catalog(config.query_dirs).select(config.include, config.exclude)
+    catalog = load_catalog(config.query_dirs).select(config.include, config.exclude, config.enable)
     return catalog, load_operations(config.operations_file), load_releases(DEFAULT_RELEASES_FILE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -47,19 +47,30 @@ def label_value(value: Any) -> str:
 _FOLDERS: dict[str, Callable[[list[float]], float]] = {"sum": sum, "max": max, "min": min}
 
 
-def cap_series(series: Mapping[LabelValues, float], limit: int, fold: str) -> tuple[Series, int]:
-    """Keep the ``limit - 1`` largest series and fold the rest into one whose labels are all ``other``.
+def cap_series(
+    series: Mapping[LabelValues, float],
+    limit: int,
+    fold: str,
+    previous: Collection[LabelValues] = (),
+) -> tuple[Series, int]:
+    """Keep at most ``limit - 1`` series and fold the rest into one whose labels are all ``other``.
 
+    The kept set is stable from run to run: the series kept last time (``previous``, the keys of the
+    previous result) stay while they exist and fit, and only the slots left go to the largest of the
+    others; a series never jumps in and out of ``other`` because its value moved a little.
     Returns the capped series and how many series were folded (0 when under the limit).
     """
     if len(series) <= limit:
         return dict(series), 0
-    ranked = sorted(series.items(), key=lambda item: (-item[1], item[0]))
+    bucket = (OTHER,) * len(next(iter(series)))
+    ranked = sorted(
+        (item for item in series.items() if item[0] != bucket),
+        key=lambda item: (item[0] not in previous, -item[1], item[0]),
+    )
     kept = dict(ranked[: limit - 1])
-    bucket = (OTHER,) * len(ranked[0][0])
     rest = [value for _, value in ranked[limit - 1 :]]
-    if bucket in kept:  # a real series already has all labels "other": it joins the bucket
-        rest.append(kept.pop(bucket))
+    if bucket in series:  # a real series already has all labels "other": it joins the bucket
+        rest.append(series[bucket])
     kept[bucket] = float(_FOLDERS[fold](rest))
     return kept, len(rest)
 

@@ -53,15 +53,19 @@ def exporter_for(
     sampler_interval: float | None = None,
     max_series: int | None = None,
     sampler: bool = True,
+    overlap: float | None = None,
+    enable: frozenset[str] = frozenset(),
 ) -> Exporter:
     """The one way tests build an Exporter: the built-in catalog (plus ``extra_dir``) for ``targets``.
 
-    ``ttl`` replaces every collector's cache TTL (so that each scrape runs the queries again).
+    ``ttl`` replaces every collector's cache TTL (so that each scrape runs the queries again);
+    ``overlap`` every incremental collector's clock-skew allowance; ``enable`` turns opt-in collectors on.
     """
     config = Config(
         targets=targets,
         thresholds=thresholds or Thresholds(),
         include=include,
+        enable=enable,
         scrape_timeout=scrape_timeout,
         query_dirs=(DEFAULT_QUERY_DIR, extra_dir) if extra_dir else (DEFAULT_QUERY_DIR,),
     )
@@ -74,6 +78,15 @@ def exporter_for(
     catalog, classifier, releases = load_definitions(config)
     if ttl is not None:
         catalog = Catalog(tuple(replace(spec, ttl=ttl) for spec in catalog.collectors))
+    if overlap is not None:
+        catalog = Catalog(
+            tuple(
+                replace(spec, incremental=replace(spec.incremental, overlap=overlap))
+                if spec.incremental
+                else spec
+                for spec in catalog.collectors
+            )
+        )
     return Exporter(config, catalog, classifier, releases)
 
 

@@ -461,7 +461,8 @@ async def test_odd_names_and_null_ish_values_round_trip(prefect_db: TestDatabase
         await seed.create_deployment(conn, flow, None, "no-queue")
     finally:
         await conn.close()
-    exporter = exporter_for(target_for(prefect_db, name="odd"))
+    # Worker names reach a label only through the opt-in per-worker collector.
+    exporter = exporter_for(target_for(prefect_db, name="odd"), enable=frozenset({"worker_heartbeats"}))
     async with serving(exporter) as (http, base):
         async with http.get(f"{base}/metrics") as response:
             assert response.status == 200

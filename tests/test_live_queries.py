@@ -250,7 +250,11 @@ async def test_every_panel_and_alert_expression(
     assert not unknown, f"allow-list entries that name no expression: {sorted(unknown)}"
     started = time.monotonic()
     async with scene.trouble(prefect_db.admin_dsn, POLLERS) as trouble:
-        exporter = exporter_for(target_for(prefect_db, name=TARGET, server_log=str(cluster.log_path)))
+        # The opt-in per-worker collector too, for the dashboard lines that show it when it is on.
+        exporter = exporter_for(
+            target_for(prefect_db, name=TARGET, server_log=str(cluster.log_path)),
+            enable=frozenset({"worker_heartbeats"}),
+        )
         async with (
             serving(exporter) as (_, exporter_url),
             promstack.Prometheus(prometheus_config(exporter_url)) as prom,

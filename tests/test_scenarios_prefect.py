@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from helpers import Series, exporter_for, samples, scrape, target_for, value
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
-from exporter.config import Thresholds
+from exporter.catalog import load_catalog
+from exporter.config import DEFAULT_QUERY_DIR, Thresholds
+from exporter.incremental import IncrementalCounts, Mark
 from exporter.registry import Exporter
 
 # Seconds of slack for ages: rows are aged relative to clock_timestamp() at insert, scraped a little later.
@@ -257,14 +261,77 @@ async def test_workers_status_from_heartbeat_age(prefect_db: TestDatabase) -> No
     assert value(series, "prefect_db_workers_stored_status", work_pool="pool-w", status="ONLINE") == 2.0
     assert value(series, "prefect_db_workers_stored_status", work_pool="pool-w", status="OFFLINE") == 0.0
     assert value(series, "prefect_db_worker_rows", work_pool="pool-w") == 3.0
-    heartbeat_ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-w")
+    assert about(value(series, "prefect_db_work_pool_worker_heartbeat_age_seconds", work_pool="pool-w"), 10)
+    assert about(value(series, "prefect_db_work_pool_worker_heartbeat_age_seconds", work_pool="pool-i"), 60)
+    # No series per worker unless the opt-in collector is on.
+    assert samples(series, "prefect_db_worker_last_heartbeat_age_seconds") == {}
+
+    assert value(series, "prefect_db_workers", work_pool="pool-i", status="ONLINE") == 2.0
+    assert value(series, "prefect_db_workers", work_pool="pool-i", status="OFFLINE") == 1.0
+
+
+async def test_per_worker_heartbeat_ages_with_the_opt_in_collector(prefect_db: TestDatabase) -> None:
+    async with admin(prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-hb")
+        await seed.create_worker(conn, pool.id, "fresh", heartbeat_ago=10, interval=30)
+        await seed.create_worker(conn, pool.id, "lagging", heartbeat_ago=600, interval=30, status="ONLINE")
+        await seed.create_worker(conn, pool.id, "dead", heartbeat_ago=3 * 86400, interval=30)
+    # A default exporter does not run it; collectors.enable turns it on.
+    default = exporter_for(target_for(prefect_db))
+    assert "worker_heartbeats" not in [c.name for c in default.catalog.collectors]
+    await default.close()
+    exporter = exporter_for(target_for(prefect_db), enable=frozenset({"worker_heartbeats"}))
+    try:
+        series = await scrape(exporter)
+    finally:
+        await exporter.close()
+    assert value(series, "prefect_db_exporter_collector_success", collector="worker_heartbeats") == 1.0
+    heartbeat_ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-hb")
     ages = {dict(labels)["worker"]: age for labels, age in heartbeat_ages.items()}
+    # Recently seen workers only: the one silent for three days has no series.
     assert set(ages) == {"fresh", "lagging"}
     assert about(ages["fresh"], 10)
     assert about(ages["lagging"], 600)
 
-    assert value(series, "prefect_db_workers", work_pool="pool-i", status="ONLINE") == 2.0
-    assert value(series, "prefect_db_workers", work_pool="pool-i", status="OFFLINE") == 1.0
+
+async def test_worker_collectors_read_recent_workers_only_however_many_dead_rows_pile_up(
+    prefect_db: TestDatabase,
+) -> None:
+    """5,000 dead worker rows per pool (one per restarted pod) add no series and at most 1,000 rows read."""
+    async with admin(prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-k8s")
+        retired = await seed.create_work_pool(conn, "pool-retired")
+        await seed.create_worker(conn, pool.id, "alive", heartbeat_ago=5, interval=30)
+        for pool_id in (pool.id, retired.id):
+            await conn.execute(
+                """
+                INSERT INTO worker (id, work_pool_id, name, last_heartbeat_time)
+                SELECT gen_random_uuid(), $1, 'KubernetesWorker ' || gen_random_uuid(),
+                       now() - make_interval(days => 2 + i % 30)
+                FROM generate_series(1, 5000) AS i
+                """,
+                pool_id,
+            )
+        await conn.execute("ANALYZE worker")
+        read = {}
+        for name in ("workers", "worker_heartbeats"):
+            sql = load_catalog([DEFAULT_QUERY_DIR]).get(name).sql
+            plan = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql))[0]["Plan"]
+            scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "worker"]
+            assert all(node["Node Type"] != "Seq Scan" for node in scans), scans
+            read[name] = sum(
+                (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+                for node in scans
+            )
+    # The recent workers of each pool through the heartbeat index; dead rows counted up to 1,000 a pool.
+    # (EXPLAIN rounds the rows of each loop down: these are upper bounds.)
+    assert read["workers"] <= 1 + 1000 + 1000 and read["worker_heartbeats"] <= 1, read
+    series = await scrape_once(prefect_db, "workers", "worker_heartbeats")
+    assert value(series, "prefect_db_worker_rows", work_pool="pool-k8s") == 1000.0
+    assert value(series, "prefect_db_workers", work_pool="pool-k8s", status="ONLINE") == 1.0
+    assert value(series, "prefect_db_workers", work_pool="pool-k8s", status="OFFLINE") == 0.0
+    ages = samples(series, "prefect_db_worker_last_heartbeat_age_seconds", work_pool="pool-k8s")
+    assert [dict(labels)["worker"] for labels in ages] == ["alive"]
 
 
 # 11. Work queues ----------------------------------------------------------------------------------
@@ -485,10 +552,23 @@ async def test_history_just_before_the_start_is_never_counted(prefect_db: TestDa
             await exporter.close()
 
 
+async def scrape_until(
+    exporter: Exporter, name: str, expected: float, timeout: float = 120.0, **labels: str
+) -> list[float | None]:
+    """Scrape until the counter ``name{labels}`` reaches ``expected`` (as many runs as it takes)."""
+    seen: list[float | None] = []
+    async with asyncio.timeout(timeout):
+        while not seen or seen[-1] != expected:
+            await asyncio.sleep(0.2)
+            seen.append(value(await scrape(exporter), name, **labels))
+            assert seen[-1] is None or seen[-1] <= expected, seen  # never a row counted twice
+    return seen
+
+
 async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
     prefect_db: TestDatabase,
 ) -> None:
-    """More new state rows within the overlap window than one run reads (LIMIT) must still all be counted."""
+    """More new state rows than one run reads (its LIMIT) are all counted, in as many runs as it takes."""
     burst = 10_050
     name = "prefect_db_flow_run_transitions_total"
     async with admin(prefect_db) as conn:
@@ -496,31 +576,115 @@ async def test_a_burst_of_transitions_larger_than_one_run_is_counted_in_full(
         exporter = short_ttl_exporter(prefect_db, "flow_run_transitions")
         try:
             assert counted(await scrape(exporter), name) == {}
-            # Ten seconds' worth of transitions, one per millisecond, as a busy server writes them.
-            status = await conn.execute(
+            # One transaction writes them all, each stamped when written, as a busy server does.
+            await conn.execute(
                 """
                 INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
                 SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t.ts, t.ts, t.ts
-                FROM (SELECT now() - make_interval(secs => i / 1000.0) AS ts
+                FROM (SELECT clock_timestamp() + make_interval(secs => i / 1e6) AS ts
                       FROM generate_series(1, $2::int) AS i) AS t
-                ON CONFLICT DO NOTHING
                 """,
                 run,
                 burst,
             )
-            # (The run's first state may share a timestamp with one of them.)
-            burst = int(status.split()[-1])
-            assert burst > 10_000
-            totals = []
+            seen = await scrape_until(exporter, name, burst, work_pool="pool-b", state_type="RUNNING")
+            # The burst took more than one run, however fast the machine.
+            assert len(seen) > 1 and seen[0] != burst, seen
+            # Further runs count nothing again, and a transition after the burst is counted too.
+            await seed.set_flow_run_state(conn, run, "COMPLETED")
+            await scrape_until(exporter, name, 1.0, work_pool="pool-b", state_type="COMPLETED")
             for _ in range(3):
                 await asyncio.sleep(0.2)
                 series = await scrape(exporter)
-                totals.append(value(series, name, work_pool="pool-b", state_type="RUNNING"))
-            # A transition after the burst is counted too: the counters never freeze.
-            await seed.set_flow_run_state(conn, run, "COMPLETED")
-            await asyncio.sleep(0.2)
-            series = await scrape(exporter)
-            completed = value(series, name, work_pool="pool-b", state_type="COMPLETED")
-            assert (totals[-1], completed) == (burst, 1.0), totals
+                assert value(series, name, work_pool="pool-b", state_type="RUNNING") == burst
+                assert value(series, name, work_pool="pool-b", state_type="COMPLETED") == 1.0
         finally:
             await exporter.close()
+
+
+async def test_a_transition_committed_30_seconds_after_it_was_written_is_counted_once(
+    prefect_db: TestDatabase,
+) -> None:
+    """A slow transaction's rows, stamped 30 s before they become visible, are counted once when it commits.
+
+    The clock-skew allowance is 1 s here, so only the transaction bound (the oldest open transaction's
+    start) reaches back far enough: a time cursor would have moved past these rows long before.
+    """
+    name = "prefect_db_flow_run_transitions_total"
+    async with admin(prefect_db) as conn, admin(prefect_db) as slow_writer:
+        run = await scheduled_run_in_new_pool(conn, "pool-l")
+        other = await scheduled_run_in_new_pool(conn, "pool-m")
+        exporter = exporter_for(
+            target_for(prefect_db), include=frozenset({"flow_run_transitions"}), ttl=0.1, overlap=1.0
+        )
+        try:
+            assert counted(await scrape(exporter), name) == {}
+            transaction = slow_writer.transaction()
+            await transaction.start()
+            await seed.set_flow_run_state(slow_writer, run, "PENDING")  # under a savepoint
+            await slow_writer.execute(
+                """
+                INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
+                SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t, t, t FROM clock_timestamp() AS t
+                """,
+                run,
+            )
+            # Meanwhile other transitions are counted, pass after pass.
+            async with asyncio.timeout(90):
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                while loop.time() - started < 30:
+                    await seed.set_flow_run_state(conn, other, "RUNNING")
+                    await asyncio.sleep(1.0)
+                    assert ("pool-l", "PENDING") not in counted(await scrape(exporter), name)
+            others = await conn.fetchval(
+                "SELECT count(*) - 1 FROM flow_run_state WHERE flow_run_id = $1", other
+            )
+            await scrape_until(exporter, name, others, work_pool="pool-m", state_type="RUNNING")
+            await transaction.commit()
+            await scrape_until(exporter, name, 1.0, work_pool="pool-l", state_type="RUNNING")
+            for _ in range(3):
+                await asyncio.sleep(0.2)
+                assert counted(await scrape(exporter), name) == {
+                    ("pool-l", "PENDING"): 1.0,
+                    ("pool-l", "RUNNING"): 1.0,
+                    ("pool-m", "RUNNING"): others,
+                }
+        finally:
+            await exporter.close()
+
+
+async def test_the_transitions_query_reads_a_bounded_range_of_the_updated_index(
+    prefect_db: TestDatabase,
+) -> None:
+    """With a long history, a page reads flow_run_state through ix_flow_run_state__updated from `since` on."""
+    spec = load_catalog([DEFAULT_QUERY_DIR]).get("flow_run_transitions")
+    async with admin(prefect_db) as conn:
+        run = await scheduled_run_in_new_pool(conn, "pool-x")
+        await conn.execute(
+            """
+            INSERT INTO flow_run_state (id, flow_run_id, type, name, timestamp, created, updated)
+            SELECT gen_random_uuid(), $1, 'RUNNING', 'Running', t.ts, t.ts, t.ts
+            FROM (SELECT now() - make_interval(secs => i) AS ts FROM generate_series(1, 50000) AS i) AS t
+            """,
+            run,
+        )
+        await conn.execute("ANALYZE flow_run_state")
+        counts = IncrementalCounts(spec)
+        now = await conn.fetchval("SELECT now()")
+        counts.begin(Mark(now, now, 1))
+        for name, setting in counts.settings().items():
+            await conn.execute("SELECT set_config($1, $2, false)", name, setting)
+        plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + spec.sql))[0]["Plan"]
+    scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "flow_run_state"]
+    assert [(node["Node Type"], node.get("Index Name")) for node in scans] == [
+        ("Index Scan", "ix_flow_run_state__updated")
+    ], scans
+    assert "updated >=" in scans[0]["Index Cond"], scans[0]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)

@@ -131,6 +131,26 @@ def test_include_and_exclude_name_real_collectors() -> None:
         catalog.select(["servr"], [])
 
 
+def test_an_opt_in_collector_runs_only_when_enabled_or_included() -> None:
+    catalog = load_catalog([DEFAULT_QUERY_DIR])
+    assert not catalog.get("worker_heartbeats").enabled
+    assert "worker_heartbeats" not in [c.name for c in catalog.select([], []).collectors]
+    enabled = [c.name for c in catalog.select([], [], ["worker_heartbeats"]).collectors]
+    assert "worker_heartbeats" in enabled and "workers" in enabled
+    assert [c.name for c in catalog.select(["worker_heartbeats"], []).collectors] == ["worker_heartbeats"]
+    assert "worker_heartbeats" not in [
+        c.name for c in catalog.select([], ["worker_heartbeats"], ["worker_heartbeats"]).collectors
+    ]
+    with pytest.raises(CatalogError, match="'worker_heartbeat' is not a collector"):
+        catalog.select([], [], ["worker_heartbeat"])
+
+
+def test_enabled_is_a_boolean_named_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "demo.sql", GOOD.replace("-- metrics:", "-- enabled: sometimes\n-- metrics:", 1))
+    (problem,) = problems_in(tmp_path)
+    assert problem.startswith(f"{path}:3: enabled:"), problem
+
+
 def test_role_script_grants_exactly_the_tables_collectors_read() -> None:
     script = (DEFAULT_QUERY_DIR.parent / "deploy" / "exporter-role.sql").read_text(encoding="utf-8")
     match = re.search(r"^\\set exporter_tables '([^']*)'", script, re.M)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter import cli
+from exporter.catalog import load_catalog
 from exporter.cli import ENV_PREFIX, build_config, env_name, main, parse_args
 from exporter.config import DEFAULT_QUERY_DIR, load_config, with_collector_flags
 
@@ -112,6 +113,9 @@ def test_collector_flags_turn_collectors_on_and_off_beside_include_and_exclude(t
     assert added.include == {"locks", "sessions"}
     emptied = with_collector_flags(load_config(only), frozenset(), frozenset({"locks"}))
     assert emptied.include == {"locks"} and emptied.exclude == {"locks"}
+    # --collector.NAME turns an opt-in collector on, as collectors.enable does.
+    opted = build_config(parse_args(["--dsn", NOWHERE, "--collector.worker_heartbeats"], env={}))
+    assert opted.enable == {"worker_heartbeats"} and opted.include == frozenset()
     # From the environment, as comma-separated names; flags on the command line replace them.
     env = {"PREFECT_DB_EXPORTER_COLLECTORS_DISABLE": "sessions, locks"}
     assert build_config(parse_args(["--dsn", NOWHERE], env=env)).exclude == {"sessions", "locks"}
@@ -131,7 +135,8 @@ def test_contradicting_or_malformed_collector_flags_are_refused(capsys: pytest.C
 def test_check_config_passes_a_good_config_without_a_database(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--dsn", NOWHERE, "--check-config"]) == 0
     out = capsys.readouterr().out
-    collectors = len(list(DEFAULT_QUERY_DIR.glob("*.sql")))
+    # The opt-in collectors (enabled: false) do not run by default.
+    collectors = len([c for c in load_catalog([DEFAULT_QUERY_DIR]).collectors if c.enabled])
     assert f"configuration ok: command line, 1 targets, {collectors} collectors, no web config" in out
 
 

@@ -39,6 +39,7 @@ thresholds:
   pending_stale_seconds: 5m
 collectors:
   exclude: [tables]
+  enable: [worker_heartbeats]
 log: {level: debug, format: json}
 """,
         "exporter.yaml",
@@ -48,6 +49,7 @@ log: {level: debug, format: json}
     assert (target.name, target.pool_size, target.lock_timeout) == ("prod", 1, 0.25)
     assert config.thresholds.pending_stale_seconds == 300.0
     assert config.exclude == {"tables"}
+    assert config.enable == {"worker_heartbeats"}
     assert (config.log_level, config.log_format) == ("debug", "json")
 
 

@@ -67,4 +67,31 @@ def test_the_largest_are_kept_and_the_rest_folded() -> None:
 
 def test_a_real_other_series_joins_the_bucket() -> None:
     kept, folded = cap_series({("other",): 5.0, ("a",): 1.0, ("b",): 2.0}, 2, "sum")
-    assert (kept, folded) == ({("other",): 8.0}, 3)
+    assert (kept, folded) == ({("b",): 2.0, ("other",): 6.0}, 2)
+
+
+def test_the_kept_series_stay_the_same_from_run_to_run_while_they_exist() -> None:
+    """A sequence of results over a cap of 3 (two series and the bucket): the same two are served."""
+    runs = [
+        {("a",): 5.0, ("b",): 4.0, ("c",): 1.0, ("x",): 0.0},
+        # c overtakes both: it stays folded, and a and b stay kept.
+        {("a",): 5.0, ("b",): 4.0, ("c",): 9.0, ("x",): 0.0},
+        # A new, larger series folds too; a small value does not push a or b out.
+        {("a",): 0.0, ("b",): 1.0, ("c",): 9.0, ("d",): 20.0},
+        # b is gone: its slot goes to the largest of the others, d.
+        {("a",): 1.0, ("c",): 9.0, ("d",): 20.0, ("x",): 0.0},
+        {("a",): 1.0, ("c",): 30.0, ("d",): 20.0, ("e",): 50.0},
+    ]
+    served = []
+    previous: set[tuple[str, ...]] = set()
+    for series in runs:
+        kept, _ = cap_series(series, 3, "sum", previous)
+        previous = set(kept)
+        served.append(sorted(label for (label,) in kept if label != "other"))
+    assert served == [["a", "b"], ["a", "b"], ["a", "b"], ["a", "d"], ["a", "d"]]
+
+
+def test_when_fewer_fit_than_were_kept_the_largest_of_them_stay() -> None:
+    previous = {("a",), ("b",), ("c",)}
+    kept, folded = cap_series({("a",): 1.0, ("b",): 3.0, ("c",): 2.0, ("d",): 9.0}, 3, "sum", previous)
+    assert (kept, folded) == ({("b",): 3.0, ("c",): 2.0, ("other",): 10.0}, 2)
