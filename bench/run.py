@@ -1,16 +1,20 @@
 """Run the performance benchmark of DESIGN §6 and print its table.
 
-``python -m bench.run`` builds (or reuses) the benchmark databases of ``bench.generate`` at scales 1.0
-and 0.1 in the persistent cluster under ``.cache/bench/``, shifts their recent rows to the present,
-then measures, as the exporter's role and with the exporter's own session settings:
+``python -m bench.run`` builds (or reuses) the benchmark databases of ``bench.generate`` (history
+scales 1.0 and 0.1, and the live-scale database) in the persistent cluster under ``.cache/bench/``,
+shifts their recent rows to the present, then measures, as the exporter's role and with the exporter's own session settings:
 
 * per collector: client latency (median, p99) over N runs, server time and buffers per call from
   pg_stat_statements, rows returned, and a plan check (no Seq Scan on a history table);
-* the full scrape through the real exporter over HTTP (every collector re-run each time), at both
-  scales, alternating with postgres_exporter's default collectors against the same database;
+* the full scrape through the real exporter over HTTP, on every database, while every collector runs
+  again in the background, alternating with postgres_exporter's default collectors on the 1.0 and the
+  live-scale databases;
 * the sampler's query with 500 idle client connections open, and the CPU the sampler adds
   (client process and its server backend) over 60 s at a 1 s interval;
-* the resident memory of a separate ``prefect-db-exporter`` process after warm-up.
+* the resident memory of a separate ``prefect-db-exporter`` process after warm-up (1.0 and live scale);
+* full in-process collections against the server time of their SQL, and the series per pool and queue;
+* a cold start: PostgreSQL restarted (and the OS page cache dropped where permitted), then the first
+  scrape's wait and the first full collection.
 
 Results go to ``bench/results/<date>.json``; the Markdown table is printed on stdout.
 """
@@ -524,11 +528,11 @@ async def bench_scrapes(
             for key, db in databases.items()
         }
         pg = {key: stack.enter_context(postgres_exporter(cluster, db)) for key, db in theirs.items()}
-        # name -> (url, exporter whose cache is emptied before each scrape, or None).
+        # name -> (url, exporter that re-runs every collector while it is scraped, or None).
         plan: dict[str, tuple[str, Exporter | None]] = {
             f"ours@{key}": (url, exporter) for key, (exporter, url) in served.items()
         }
-        # Right after a full scrape of the same exporter: every result is still within its TTL.
+        # Between two full refreshes of the same exporter: nothing runs while it answers.
         plan["ours@1.0 within TTL"] = (served["1.0"][1], None)
         for key, (_, url) in pg.items():
             plan[f"postgres_exporter@{key}"] = (url, None)
@@ -541,10 +545,12 @@ async def bench_scrapes(
         progress(f"full scrapes: {warmup} warm-up + {scrapes} alternating rounds of {names}")
         for round_number in range(warmup + scrapes):
             for name, (url, exporter) in plan.items():
-                if exporter is not None:
-                    for target in exporter.targets.values():
-                        target.runs.forget_results()  # every collector runs on every scrape
+                # The worst moment for a scrape: every collector's TTL has just run out and all of
+                # them run again in the background, on the same event loop, while it is answered.
+                refreshing = asyncio.ensure_future(run_every_collector(exporter)) if exporter else None
                 elapsed, body = await timed_get(session, url)
+                if refreshing is not None:
+                    await refreshing
                 failures[name].update(failed_collectors(body))
                 if round_number >= warmup:
                     times[name].append(elapsed)
@@ -564,6 +570,18 @@ async def bench_scrapes(
         for key, memory in pg_memory.items():
             results[f"postgres_exporter@{key}"]["rss_mb"] = round(memory.get("VmRSS", 0) / 1024, 1)
     return results
+
+
+async def run_every_collector(exporter: Exporter) -> None:
+    """Run every enabled collector of every target once more, at once (as when their TTLs run out)."""
+    await asyncio.gather(
+        *(
+            target.run_once(c.name)
+            for target in exporter.targets.values()
+            for c in target.status().collectors
+            if c.enabled
+        )
+    )
 
 
 async def scrape_breakdown(exporter: Exporter, rounds: int) -> dict[str, Any]:
@@ -685,7 +703,7 @@ async def bench_cold_start(cluster: PgCluster, dbname: str) -> dict[str, Any]:
                 c.name
                 for t in exporter.status().targets
                 for c in t.collectors
-                if c.enabled and c.latest is None
+                if c.enabled is not False and c.latest is None
             ]
             if not pending:
                 break
