@@ -2,7 +2,8 @@
 
 ``python -m bench.run`` builds (or reuses) the benchmark databases of ``bench.generate`` (history
 scales 1.0 and 0.1, and the live-scale database) in the persistent cluster under ``.cache/bench/``,
-shifts their recent rows to the present, then measures, as the exporter's role and with the exporter's own session settings:
+shifts their recent rows to the present, then measures, as the exporter's role and with the
+exporter's own session settings:
 
 * per collector: client latency (median, p99) over N runs, server time and buffers per call from
   pg_stat_statements, rows returned, and a plan check (no Seq Scan on a history table);
