@@ -36,7 +36,9 @@ candidate AS (
            END AS xid
     FROM flow_run_state AS s  -- ix_flow_run_state__updated: the range from `since` on
     CROSS JOIN pass AS p
-    WHERE s.updated >= greatest(p.since, p.after_cursor)
+    -- A scalar subquery, not p's column: the planner then makes it an index condition whatever its
+    -- estimates (joined to the one-row CTE, it read the whole index at 4 M state rows).
+    WHERE s.updated >= (SELECT greatest(since, after_cursor) FROM pass)
       -- A row created before `since` is an old state updated, not a new one.
       AND s.created >= p.since
       AND (p.after_cursor IS NULL OR (s.updated, s.id) > (p.after_cursor, p.after_key))

@@ -34,3 +34,13 @@ def test_a_scan_that_never_ran_under_explain_analyze_is_not_counted() -> None:
     ran = {"Node Type": "Seq Scan", "Relation Name": "event_resources", "Actual Loops": 1}
     assert plan_check(plan(never_ran))["ok"]
     assert not plan_check(plan(ran))["ok"]
+
+
+def test_an_index_scan_returning_a_whole_history_table_fails_the_check() -> None:
+    whole = {"Node Type": "Index Scan", "Relation Name": "flow_run_state",
+             "Index Name": "ix_flow_run_state__updated", "Actual Rows": 4_054_533, "Actual Loops": 1}  # fmt: skip
+    bounded = {**whole, "Actual Rows": 12}
+    result = plan_check(plan(whole))
+    assert not result["ok"]
+    assert result["large_reads_on_history"] == ["flow_run_state (4,054,533 rows)"]
+    assert plan_check(plan(bounded))["ok"]
