@@ -38,7 +38,8 @@ def test_a_scan_that_never_ran_under_explain_analyze_is_not_counted() -> None:
 
 def test_an_index_scan_returning_a_whole_history_table_fails_the_check() -> None:
     whole = {"Node Type": "Index Scan", "Relation Name": "flow_run_state",
-             "Index Name": "ix_flow_run_state__updated", "Actual Rows": 4_054_533, "Actual Loops": 1}  # fmt: skip
+             "Index Name": "ix_flow_run_state__updated", "Actual Rows": 4_054_533,
+             "Actual Loops": 1}  # fmt: skip
     bounded = {**whole, "Actual Rows": 12}
     result = plan_check(plan(whole))
     assert not result["ok"]
