@@ -21,7 +21,20 @@ from exporter.facts import TargetFacts
 from exporter.gates import unmet_requirement
 
 # Collectors of the catalog whose rows the doctor reads as they are.
-CATALOG_QUERIES = ("server", "tables", "database_stats", "running_heartbeats")
+CATALOG_QUERIES = (
+    "server",
+    "tables",
+    "database_stats",
+    "running_heartbeats",
+    # Prefect's machinery (exporter/doctor/machinery.py).
+    "late_marking",
+    "foreman",
+    "retention",
+    "invalid_indexes",
+    "isolation",
+    "concurrency_slot_leaks",
+    "cancelling_runs",
+)
 # Diagnostic queries that run before all others.
 FIRST = ("sessions", "connections")
 
