@@ -118,7 +118,11 @@ def foreman_stalled(ctx: Context) -> Iterable[Finding]:
     for r in counts:
         per_pool.setdefault(r["work_pool"] or "(no work pool)", {})[r["relation"]] = r
     lines: list[str] = []
-    for pool, relations in sorted(per_pool.items()):
+    # The pool with the most overdue row first.
+    worst = sorted(
+        per_pool.items(), key=lambda item: -max(float(r["max_overdue_seconds"]) for r in item[1].values())
+    )
+    for pool, relations in worst[:SHOWN]:
         parts = [
             f"{plural(int(relations[rel]['stale_rows']), rel.replace('_', ' '))} stored "
             f"{'ONLINE' if rel == 'worker' else 'READY'} up to {age(relations[rel]['max_overdue_seconds'])} "
@@ -127,6 +131,8 @@ def foreman_stalled(ctx: Context) -> Iterable[Finding]:
             if rel in relations
         ]
         lines.append(f"work pool {pool}: " + ", ".join(parts))
+    if len(worst) > SHOWN:
+        lines.append(f"… and {len(worst) - SHOWN} more work pools")
     shown = [
         f"  worker {w['worker']} of pool {w['work_pool']}: stored ONLINE, last heartbeat "
         f"{age(w['heartbeat_age_seconds'])} ago (interval {w['heartbeat_interval_seconds']}s)"
