@@ -17,13 +17,10 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.catalog import load_catalog
-from exporter.check import run_check
 from exporter.config import (
     DEFAULT_DSN,
     DEFAULT_QUERY_DIR,
@@ -34,13 +31,14 @@ from exporter.config import (
     load_config,
     with_collector_flags,
 )
-from exporter.configcheck import check_config
-from exporter.doctor import command as doctor
 from exporter.errors import ConfigError, ExporterError
 from exporter.logs import setup_logging
-from exporter.registry import Exporter
-from exporter.web import make_app
-from exporter.webconfig import load_web_config
+
+# The serving path (aiohttp, the registry, the web stack) and each subcommand are imported where
+# they are used: ``doctor`` is a probe and a 3 a.m. command, and importing the web stack first cost
+# it a third of its wall clock (docs/doctor.md, Cost).
+if TYPE_CHECKING:
+    from exporter.registry import Exporter
 
 log = logging.getLogger("exporter")
 
@@ -291,6 +289,11 @@ def reloader(exporter: Exporter, args: argparse.Namespace) -> Callable[[], Corou
 
 async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
     """Serve HTTP until SIGTERM or SIGINT, then shut down within a bounded time; SIGHUP reloads."""
+    from aiohttp import web
+
+    from exporter.web import make_app
+    from exporter.webconfig import load_web_config
+
     config = exporter.config
     web_config = load_web_config(config.web_config_file) if config.web_config_file else None
     reload = reloader(exporter, args)
@@ -342,10 +345,14 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
 
 
 # Subcommands: ``prefect-db-exporter NAME ...`` runs SUBCOMMANDS[NAME] with the remaining arguments.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+def _doctor(rest: Sequence[str]) -> int:
     # The doctor has its own flags (exporter/doctor/command.py); its DSN default is the exporter's.
-    "doctor": lambda rest: doctor.main(rest, os.environ.get(DSN_ENV) or DEFAULT_DSN),
-}
+    from exporter.doctor import command
+
+    return command.main(rest, os.environ.get(DSN_ENV) or DEFAULT_DSN)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": _doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,10 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = build_config(args)
         if args.check_config:
+            from exporter.configcheck import check_config
+
             return check_config(config)
         setup_logging(config.log_level, config.log_format)
+        from exporter.registry import Exporter
+
         exporter = Exporter.from_config(config)
         if args.check:
+            from exporter.check import run_check
+
             return asyncio.run(run_check(exporter))
         asyncio.run(serve(exporter, args))
     except ExporterError as error:

@@ -360,10 +360,11 @@ async def test_worker_still_online_without_heartbeats_and_a_queue_nobody_polls(
         flow = await seed.create_flow(conn, "flow")
         await seed.create_deployment(conn, flow, pool.default_queue_id, "dep", last_polled_ago=3600)
         report = await doctor(prefect_db)
-    workers = only(report, "stale_online_workers")
+    workers = only(report, "foreman_stalled")
     (ghost,) = workers.data["workers"]
     assert ghost["worker"] == "worker-ghost" and ghost["work_pool"] == "pool-w"
     assert 1200 <= ghost["heartbeat_age_seconds"] < 1230
+    assert workers.data["stale_rows"] == {"worker": 1, "work_queue": 0, "deployment": 0}
     queues = only(report, "unpolled_queues")
     (queue,) = queues.data["queues"]
     assert queue["work_queue"] == "default" and queue["deployments"] == 1 and queue["live_workers"] == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import troubles
 from helpers import Series, eventually, exporter_for, samples, scrape, target_for, value
 
 from devtools import seed
@@ -86,23 +86,6 @@ def of_limit(series: Series, metric: str, limit: str) -> float | None:
 
 def queue(pool: str, name: str) -> dict[str, str]:
     return {"work_pool": pool, "work_queue": name}
-
-
-async def create_deployment(
-    conn: asyncpg.Connection, flow_id: uuid.UUID, queue_id: uuid.UUID, name: str, *,
-    status: str, last_polled_ago: float,
-) -> uuid.UUID:  # fmt: skip
-    """A deployment with only the columns every schema has (2.20 lacks concurrency_limit_id)."""
-    deployment_id: uuid.UUID = await conn.fetchval(
-        """
-        INSERT INTO deployment (name, flow_id, work_queue_id, work_queue_name, status, last_polled)
-        VALUES ($1, $2, $3, (SELECT name FROM work_queue WHERE id = $3), $4::deployment_status,
-                clock_timestamp() - make_interval(secs => $5::float8))
-        RETURNING id
-        """,
-        name, flow_id, queue_id, status, last_polled_ago,
-    )  # fmt: skip
-    return deployment_id
 
 
 # Every schema: the core works, and what cannot work says why --------------------------------------
@@ -171,20 +154,7 @@ async def test_overdue_scheduled_runs_not_marked_late_and_runs_marked_late_twice
     any_prefect_db: TestDatabase,
 ) -> None:
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-l", default_queue_last_polled_ago=5)
-        flow = await seed.create_flow(conn, "flow")
-        q = pool.default_queue_id
-        # Overdue by 300 s and 90 s, never marked Late; one only 30 s overdue (within the service's slack).
-        for overdue in (300, 90, 30):
-            await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
-                                       next_scheduled_in=-overdue)  # fmt: skip
-        # Marked Late, then Late again (prefect#22139), and one marked Late once.
-        twice = await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
-                                           next_scheduled_in=-120)  # fmt: skip
-        for _ in range(2):
-            await seed.set_flow_run_state(conn, twice, "SCHEDULED", "Late", scheduled_in=-120)
-        await seed.create_flow_run(conn, flow_id=flow, queue_id=q, state_type="SCHEDULED",
-                                   state_name="Late", state_age=60)  # fmt: skip
+        await troubles.stall_late_marking(conn, "pool-l")
     series = await scrape_once(any_prefect_db, "late_marking")
     where = queue("pool-l", "default")
     assert value(series, "prefect_db_late_marking_overdue_runs", **where) == 2
@@ -199,23 +169,7 @@ async def test_stale_rows_stored_online_and_ready_are_the_foremans_disagreement(
     any_prefect_db: TestDatabase,
 ) -> None:
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-f", default_queue_last_polled_ago=5)
-        calm = await seed.create_work_pool(conn, "pool-calm", default_queue_last_polled_ago=5)
-        # Stored ONLINE, silent for 300 s and 200 s at a 30 s interval (timeout 90 s); one healthy.
-        await seed.create_worker(conn, pool.id, "dead-1", heartbeat_ago=300, status="ONLINE")
-        await seed.create_worker(conn, pool.id, "dead-2", heartbeat_ago=200, status="ONLINE")
-        await seed.create_worker(conn, pool.id, "alive", heartbeat_ago=10, status="ONLINE")
-        # Marked OFFLINE as it should be: no disagreement.
-        await seed.create_worker(conn, calm.id, "gone", heartbeat_ago=900, status="OFFLINE")
-        stale_queue = await seed.create_work_queue(
-            conn, pool.id, "stale", last_polled_ago=400, status="READY"
-        )
-        flow = await seed.create_flow(conn, "flow")
-        await create_deployment(conn, flow, stale_queue, "d-stale", status="READY", last_polled_ago=500)
-        # Polled recently through its queue (the default queue): READY is right.
-        await create_deployment(
-            conn, flow, pool.default_queue_id, "d-ok", status="READY", last_polled_ago=500
-        )
+        await troubles.stall_foreman(conn)
     series = await scrape_once(any_prefect_db, "foreman")
     rows = "prefect_db_foreman_stale_status_rows"
     overdue = "prefect_db_foreman_stale_status_max_overdue_seconds"
@@ -236,17 +190,7 @@ async def test_events_and_runs_older_than_retention_are_measured_through_indexes
     any_prefect_db: TestDatabase,
 ) -> None:
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-r")
-        flow = await seed.create_flow(conn, "flow")
-        run = await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
-                                         state_type="COMPLETED", state_age=100 * 86400)  # fmt: skip
-        await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
-                                   state_type="RUNNING", state_age=200 * 86400)  # fmt: skip
-        await seed.add_heartbeat(conn, run, ago=10 * 86400)
-        await seed.add_heartbeat(conn, run, ago=60)
-        has_index = await conn.fetchval(
-            "SELECT EXISTS (SELECT FROM pg_indexes WHERE indexname = 'ix_event_resources__occurred')"
-        )
+        has_index = await troubles.age_events_past_retention(conn)
     series = await scrape_once(any_prefect_db, "retention")
     oldest = "prefect_db_retention_oldest_row_age_seconds"
     assert about(value(series, oldest, relation="events"), 10 * 86400)
@@ -269,14 +213,7 @@ async def test_a_failed_concurrent_unique_index_build_is_an_invalid_index(
     any_prefect_db: TestDatabase,
 ) -> None:
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-i")
-        flow = await seed.create_flow(conn, "flow")
-        for _ in range(2):
-            await seed.create_flow_run(
-                conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="COMPLETED"
-            )
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_flow_run__dup ON flow_run (flow_id)")
+        await troubles.leave_invalid_index(conn)
     series = await scrape_once(any_prefect_db, "invalid_indexes")
     assert value(series, "prefect_db_invalid_indexes", relation="flow_run") == 1
     assert value(series, "prefect_db_invalid_indexes", relation="flow_run_state") == 0
@@ -291,9 +228,7 @@ async def test_a_database_set_to_repeatable_read(any_prefect_db: TestDatabase) -
     assert value(before, "prefect_db_default_transaction_isolation_not_read_committed") == 0
     assert value(before, "prefect_db_sessions_isolation_not_read_committed") == 0
     async with admin(any_prefect_db) as conn:
-        await conn.execute(
-            f"ALTER DATABASE \"{any_prefect_db.name}\" SET default_transaction_isolation = 'repeatable read'"
-        )
+        await troubles.set_repeatable_read(conn, any_prefect_db.name)
     # Sessions opened from now on (two "Prefect" sessions) get repeatable read.
     async with admin(any_prefect_db) as first, admin(any_prefect_db) as second:
         assert await first.fetchval("SHOW default_transaction_isolation") == "repeatable read"
@@ -343,33 +278,9 @@ async def test_slots_held_with_no_runs_and_runs_awaiting_a_slot(any_prefect_db: 
     if major(any_prefect_db) == 2:
         pytest.skip("deployment concurrency is 3.x only; the collector is gated (see the core test)")
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-c", default_queue_last_polled_ago=5)
-        flow = await seed.create_flow(conn, "etl")
-        q = pool.default_queue_id
-        limit = await seed.create_concurrency_limit(conn, "deployment:placeholder", limit=5, active_slots=3)
-        deployment = await seed.create_deployment(
-            conn, flow, q, "nightly", last_polled_ago=5, concurrency_limit_id=limit
-        )
-        await conn.execute("UPDATE concurrency_limit_v2 SET name = 'deployment:' || $2::text WHERE id = $1",
-                           limit, str(deployment))  # fmt: skip
-        # One run holds a slot; three are taken: two leaked.
-        await seed.create_flow_run(
-            conn, flow_id=flow, queue_id=q, deployment_id=deployment, state_type="RUNNING"
-        )
-        # A tag limit with slots taken and no task run running.
-        await seed.create_concurrency_limit(conn, "tag:db", limit=4, active_slots=2)
-        # A named limit: its holders are not recorded, so neither holders nor leaks are exported.
-        await seed.create_concurrency_limit(conn, "external-api", limit=2, active_slots=2)
-        for age in (600, 30):
-            await seed.create_flow_run(conn, flow_id=flow, queue_id=q, deployment_id=deployment,
-                                       state_type="SCHEDULED", state_name="AwaitingConcurrencySlot",
-                                       next_scheduled_in=-age)  # fmt: skip
-        await conn.execute(
-            "UPDATE flow_run SET expected_start_time = next_scheduled_start_time"
-            " WHERE state_name = 'AwaitingConcurrencySlot'"
-        )
+        leaked = await troubles.leak_concurrency_slots(conn)
     series = await scrape_once(any_prefect_db, "concurrency_slot_leaks")
-    name = "deployment:etl/nightly"
+    name = leaked.deployment_limit
     assert of_limit(series, "prefect_db_concurrency_limit_slot_holders", name) == 1
     assert of_limit(series, "prefect_db_concurrency_limit_leaked_slots", name) == 2
     assert of_limit(series, "prefect_db_concurrency_limit_slot_holders", "tag:db") == 0
@@ -385,11 +296,7 @@ async def test_slots_held_with_no_runs_and_runs_awaiting_a_slot(any_prefect_db: 
 
 async def test_cancelling_runs_aged_ten_minutes(any_prefect_db: TestDatabase) -> None:
     async with admin(any_prefect_db) as conn:
-        pool = await seed.create_work_pool(conn, "pool-x", default_queue_last_polled_ago=5)
-        flow = await seed.create_flow(conn, "flow")
-        for age in (600, 400, 60):
-            await seed.create_flow_run(conn, flow_id=flow, queue_id=pool.default_queue_id,
-                                       state_type="CANCELLING", state_age=age)  # fmt: skip
+        await troubles.strand_cancelling_runs(conn)
     series = await scrape_once(any_prefect_db, "cancelling_runs")
     where = queue("pool-x", "default")
     assert value(series, "prefect_db_cancelling_runs_stale", **where) == 2
@@ -421,7 +328,7 @@ async def test_rows_rewritten_per_poll_are_counted_from_pg_stat_statements(
         pool = await seed.create_work_pool(conn, "pool-a", default_queue_last_polled_ago=5)
         flow = await seed.create_flow(conn, "flow")
         for i in range(3):
-            await create_deployment(
+            await troubles.create_deployment(
                 conn, flow, pool.default_queue_id, f"d{i}", status="READY", last_polled_ago=5
             )
         await conn.execute("SELECT pg_stat_statements_reset()")
@@ -445,7 +352,7 @@ async def test_a_poll_of_this_release_waiting_on_a_deployment_row_is_polling_con
     ):
         pool = await seed.create_work_pool(setup, "pool-w", default_queue_last_polled_ago=5)
         flow = await seed.create_flow(setup, "flow")
-        locked = await create_deployment(
+        locked = await troubles.create_deployment(
             setup, flow, pool.default_queue_id, "d", status="READY", last_polled_ago=5
         )
         await holder.execute("BEGIN")

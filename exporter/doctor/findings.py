@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 # Bumped when a field of the JSON report changes meaning or goes away (docs/doctor.md).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUNBOOKS = "docs/runbooks.md"
 
 

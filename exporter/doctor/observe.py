@@ -21,7 +21,20 @@ from exporter.facts import TargetFacts
 from exporter.gates import unmet_requirement
 
 # Collectors of the catalog whose rows the doctor reads as they are.
-CATALOG_QUERIES = ("server", "tables", "database_stats", "running_heartbeats")
+CATALOG_QUERIES = (
+    "server",
+    "tables",
+    "database_stats",
+    "running_heartbeats",
+    # Prefect's machinery (exporter/doctor/machinery.py).
+    "late_marking",
+    "foreman",
+    "retention",
+    "invalid_indexes",
+    "isolation",
+    "concurrency_slot_leaks",
+    "cancelling_runs",
+)
 # Diagnostic queries that run before all others.
 FIRST = ("sessions", "connections")
 
@@ -39,16 +52,15 @@ async def _fetch(
     return name, [dict(r) for r in rows]
 
 
-async def _deadlocks(db: TargetDatabase, facts: TargetFacts) -> DeadlockSample | None:
-    _, rows = await _fetch(
-        db,
-        "database_stats",
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
-        2.0,
-        Requires(),
-        facts,
-    )
-    if isinstance(rows, str) or not rows:
+DEADLOCKS_SQL = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+
+
+async def _deadlocks(db: TargetDatabase) -> DeadlockSample | None:
+    try:
+        rows = await db.fetch(DEADLOCKS_SQL, 2.0)
+    except QueryError:
+        return None
+    if not rows:
         return None
     return DeadlockSample(int(rows[0]["deadlocks"]), time.monotonic())
 
@@ -68,8 +80,10 @@ async def observe(
     is of now, not of the time since statistics were reset.
     """
     await db.ensure_connected()
+    # The window opens first: everything else (the facts included) runs inside it, so that a
+    # diagnosis takes max(window, queries), not their sum.
+    start = previous or await _deadlocks(db)
     facts = await db.refresh_facts(2.0)
-    start = previous or await _deadlocks(db, facts)
     # Sessions first: the doctor's own queries, waiting for a lock they then give up on, must not
     # appear in the lock tree they are meant to explain.
     first = [q for q in diagnostics.values() if q.name in FIRST]
@@ -96,7 +110,7 @@ async def observe(
             rows[name] = found
     if previous is None and start is not None:
         await asyncio.sleep(max(0.0, window - (time.monotonic() - start.taken)))
-    end = await _deadlocks(db, facts)
+    end = await _deadlocks(db)
     return Observations(
         facts=facts,
         release=release_of(facts.alembic_revision),

@@ -83,12 +83,12 @@ def _names(names: Sequence[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + more
 
 
-def _queue(row: Row) -> str:
+def queue_of(row: Row) -> str:
     pool, queue = row.get("work_pool") or "", row.get("work_queue") or ""
     return f"{pool}/{queue}" if pool or queue else "(no work queue)"
 
 
-def _more(lines: list[str], total: int, indent: str = "") -> list[str]:
+def more(lines: list[str], total: int, indent: str = "") -> list[str]:
     return [*lines, f"{indent}… and {total - len(lines)} more"] if total > len(lines) else lines
 
 
@@ -306,7 +306,7 @@ def _poll_risk(version: str, pools: list[tuple[str, int]]) -> Finding:
 def _grouped(rows: Sequence[Row]) -> dict[str, list[Row]]:
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        groups.setdefault(_queue(row), []).append(row)
+        groups.setdefault(queue_of(row), []).append(row)
     return groups
 
 
@@ -331,7 +331,7 @@ def stranded_pending(ctx: Context) -> Iterable[Finding]:
             + (f"pid {r['infrastructure_pid']}" if r.get("infrastructure_pid") else "never reported")
             for r in runs[:SHOWN_PER_QUEUE]
         ]
-        lines.extend(_more(shown, len(runs), "  "))
+        lines.extend(more(shown, len(runs), "  "))
     if len(groups) > SHOWN:
         lines.append(f"… and {len(groups) - SHOWN} more queues")
     unserved = sorted({r["work_pool"] for r in rows if r["work_pool"] and int(r["live_workers"]) == 0})
@@ -412,7 +412,7 @@ def zombies(ctx: Context) -> Iterable[Finding]:
         beat = r.get("last_heartbeat_age_seconds")
         cadence = r.get("cadence_seconds")
         lines.append(
-            f"run {r['run_id']} {r['run_name']} on {_queue(r)}: "
+            f"run {r['run_id']} {r['run_name']} on {queue_of(r)}: "
             + (f"last heartbeat {age(beat)} ago" if beat is not None else "no heartbeat since it started")
             + (f" (every {cadence:.0f}s before)" if cadence else "")
             + f", running {age(r['running_seconds'])}, started by "
@@ -422,7 +422,7 @@ def zombies(ctx: Context) -> Iterable[Finding]:
         code="zombie_runs",
         severity=Severity.CRITICAL,
         title=f"{len(rows)} RUNNING flow runs stopped sending heartbeats (zombies)",
-        evidence=tuple(_more(lines, len(rows))),
+        evidence=tuple(more(lines, len(rows))),
         why=(
             "A flow run sends a heartbeat event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds while its "
             "process lives; Prefect's server never marks a silent run Crashed by itself (only an automation "
@@ -504,7 +504,7 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
         )
         if not rows:
             continue
-        reasons = {_queue(r): _late_reasons(ctx, r) for r in rows}
+        reasons = {queue_of(r): _late_reasons(ctx, r) for r in rows}
         every = [reason for found in reasons.values() for reason in found]
         alerts = ["PrefectFlowRunsLate"]
         for prefix, alert in (
@@ -516,12 +516,12 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
                 alerts.append(alert)
         lines: list[str] = []
         for r in rows[:SHOWN]:
-            why = "; ".join(reasons[_queue(r)]) or "no cause found in the database"
+            why = "; ".join(reasons[queue_of(r)]) or "no cause found in the database"
             lines.append(
-                f"{_queue(r)}: {r['late_runs']} late, up to {age(r['max_lateness_seconds'])} — why: {why}"
+                f"{queue_of(r)}: {r['late_runs']} late, up to {age(r['max_lateness_seconds'])} — why: {why}"
             )
             examples = [f"  run {e}" for e in r["late_examples"][:SHOWN_PER_QUEUE]]
-            lines.extend(_more(examples, int(r["late_runs"]), "  "))
+            lines.extend(more(examples, int(r["late_runs"]), "  "))
         if len(rows) > SHOWN:
             lines.append(f"… and {len(rows) - SHOWN} more queues")
         total = sum(int(r["late_runs"]) for r in rows)
@@ -553,7 +553,7 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
                         "work_queue": r["work_queue"],
                         "late_runs": int(r["late_runs"]),
                         "max_lateness_seconds": float(r["max_lateness_seconds"] or 0.0),
-                        "reasons": reasons[_queue(r)],
+                        "reasons": reasons[queue_of(r)],
                         "examples": list(r["late_examples"]),
                     }
                     for r in rows
@@ -563,35 +563,6 @@ def late_runs(ctx: Context) -> Iterable[Finding]:
 
 
 # Workers and queues -----------------------------------------------------------------------------
-
-
-def stale_online_workers(ctx: Context) -> Iterable[Finding]:
-    """Workers Prefect still calls ONLINE whose heartbeats stopped."""
-    rows = ctx.obs.get("workers")
-    if not rows:
-        return
-    lines = [
-        f"worker {r['worker']} of pool {r['work_pool']}: last heartbeat {age(r['heartbeat_age_seconds'])} "
-        f"ago (interval {r['heartbeat_interval_seconds']}s)"
-        for r in rows[:SHOWN]
-    ]
-    yield Finding(
-        code="stale_online_workers",
-        severity=Severity.WARNING,
-        title=f"{len(rows)} workers are stored as ONLINE but stopped sending heartbeats",
-        evidence=tuple(_more(lines, len(rows))),
-        why=(
-            "Prefect's foreman marks a worker OFFLINE after 3 missed heartbeats; a worker still ONLINE long "
-            "after means the foreman is not running, so the pool and queue statuses in the UI are stale too."
-        ),
-        action=(
-            "Check that the Prefect server runs its services (the foreman; with docket, its Redis: see "
-            "prefect#22212), and do not trust the UI's worker status meanwhile."
-        ),
-        runbook="PrefectWorkPoolNoOnlineWorkers",
-        alerts=("PrefectWorkPoolNoOnlineWorkers",),
-        data={"workers": [dict(r) for r in rows]},
-    )
 
 
 def unpolled_queues(ctx: Context) -> Iterable[Finding]:
@@ -610,7 +581,7 @@ def unpolled_queues(ctx: Context) -> Iterable[Finding]:
     if not rows:
         return
     lines = [
-        f"{_queue(r)}: {r['deployments']} deployments, last polled "
+        f"{queue_of(r)}: {r['deployments']} deployments, last polled "
         + (
             f"{age(r['last_polled_age_seconds'])} ago"
             if r.get("last_polled_age_seconds") is not None
@@ -734,7 +705,7 @@ def transactions(ctx: Context) -> Iterable[Finding]:
             code="idle_in_transaction",
             severity=Severity.WARNING,
             title=f"{len(idle)} sessions sit idle inside an open transaction",
-            evidence=tuple(_more(lines, len(idle))),
+            evidence=tuple(more(lines, len(idle))),
             why="An open transaction keeps its locks and stops vacuum from removing dead rows everywhere; "
             "the client forgot to commit or hangs between statements.",
             action="Fix or restart the client; end a session now with SELECT pg_terminate_backend(<pid>); "
@@ -762,7 +733,7 @@ def transactions(ctx: Context) -> Iterable[Finding]:
             severity=Severity.WARNING,
             title=f"{len(long)} transactions have been running for more than "
             f"{age(ctx.doctor.long_transaction_seconds)}",
-            evidence=tuple(_more(lines, len(long))),
+            evidence=tuple(more(lines, len(long))),
             why="A long transaction holds its locks and its snapshot: vacuum cannot clean up behind it and "
             "Prefect's hot tables bloat.",
             action="Find out what it is; if it must go: SELECT pg_terminate_backend(<pid>); (rolls it back).",
@@ -893,31 +864,3 @@ def exporter_state(ctx: Context) -> Iterable[Finding]:
             alerts=("PrefectDbCollectorFailing",),
             data={"collectors": {c.name: c.reason for c in broken}},
         )
-
-
-RULES: tuple[Rule, ...] = (
-    lock_trees,
-    deadlocks,
-    stranded_pending,
-    zombies,
-    late_runs,
-    stale_online_workers,
-    unpolled_queues,
-    connections,
-    transactions,
-    tables,
-    exporter_state,
-)
-
-
-def diagnose(
-    obs: Observations,
-    classifier: Classifier,
-    thresholds: Thresholds,
-    doctor: DoctorThresholds,
-    status: TargetStatus | None = None,
-    rules: Sequence[Rule] = RULES,
-) -> list[Finding]:
-    """Apply every rule to ``obs``."""
-    ctx = Context(obs, classifier, thresholds, doctor, status)
-    return [finding for rule in rules for finding in rule(ctx)]

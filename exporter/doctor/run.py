@@ -15,7 +15,7 @@ from exporter.doctor.observations import DeadlockSample
 from exporter.doctor.observe import observe
 from exporter.doctor.queries import DiagnosticQuery, load_diagnostics
 from exporter.doctor.rules import DoctorThresholds
-from exporter.doctor.rules import diagnose as apply_rules
+from exporter.doctor.ruleset import diagnose as apply_rules
 from exporter.errors import ConnectError, QueryError
 from exporter.registry import Exporter
 from exporter.target import Target

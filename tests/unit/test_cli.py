@@ -4,6 +4,8 @@ and --check-config, which validates everything the exporter reads without touchi
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,13 @@ def test_parse_args_keeps_the_namespace_build_config_reads() -> None:
     args = parse_args(["--dsn", NOWHERE], env={})
     assert isinstance(args, argparse.Namespace)
     assert args.collectors_enable == frozenset() and args.collectors_disable == frozenset()
+
+
+def test_the_command_line_and_the_doctor_start_without_the_web_stack() -> None:
+    # Only serving needs aiohttp; importing it first made `doctor` a third slower (docs/doctor.md).
+    code = (
+        "import sys, exporter.cli, exporter.doctor.command; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp' or m == 'exporter.web'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
