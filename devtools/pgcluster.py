@@ -55,9 +55,7 @@ def find_bindir() -> Path:
     override = os.environ.get("PPE_PG_BINDIR")
     if override:
         return Path(override)
-    majors = [
-        p for p in PG_LIB_ROOT.glob("*") if p.name.isdigit() and (p / "bin" / "initdb").exists()
-    ]
+    majors = [p for p in PG_LIB_ROOT.glob("*") if p.name.isdigit() and (p / "bin" / "initdb").exists()]
     if not majors:
         raise PgClusterError(f"no PostgreSQL server binaries found under {PG_LIB_ROOT}")
     return max(majors, key=lambda p: int(p.name)) / "bin"
@@ -209,8 +207,7 @@ class PgCluster:
         )
         if result.returncode != 0:
             raise PgClusterError(
-                f"{tool} {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout}{result.stderr}"
+                f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
             )
         return result
 
@@ -262,9 +259,7 @@ class PgCluster:
             self.stop("immediate")
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def dsn(
-        self, dbname: str = "postgres", user: str = DB_SUPERUSER, password: str | None = None
-    ) -> str:
+    def dsn(self, dbname: str = "postgres", user: str = DB_SUPERUSER, password: str | None = None) -> str:
         """Return a postgresql:// URL reaching the cluster over TCP."""
         auth = quote(user, safe="")
         if password is not None:
@@ -303,8 +298,7 @@ class PgCluster:
         if result.returncode != 0:
             what = f"file {file}" if file is not None else "SQL"
             raise PgClusterError(
-                f"psql on {dbname!r} failed ({result.returncode}) running {what}:\n"
-                f"{result.stderr.strip()}"
+                f"psql on {dbname!r} failed ({result.returncode}) running {what}:\n{result.stderr.strip()}"
             )
         return result.stdout
 
@@ -353,4 +347,3 @@ async def admin_connect(db: TestDatabase) -> asyncpg.Connection:
 async def exporter_connect(db: TestDatabase) -> asyncpg.Connection:
     """Open an asyncpg connection to the test database as the exporter role."""
     return await asyncpg.connect(db.exporter_dsn)
-

@@ -161,9 +161,7 @@ def install_prefect(version: str, venv: Path) -> None:
     (venv / COMPLETE_MARKER).write_text(install_fingerprint(version))
 
 
-def install_relaxed(
-    version: str, venv: Path, recipe: Recipe, pins: Sequence[str], log: Path
-) -> None:
+def install_relaxed(version: str, venv: Path, recipe: Recipe, pins: Sequence[str], log: Path) -> None:
     """Install the wheel without deps, then its requirements minus the relaxed pins."""
     with tempfile.TemporaryDirectory(prefix="ppe-wheel-") as tmp:
         pip_command(venv, "download", ["--no-deps", "-d", tmp, f"prefect=={version}"], log)
@@ -287,8 +285,7 @@ def migrate(version: str, dsn: str) -> None:
         )
     if result.returncode != 0:
         raise PrefectEnvError(
-            f"prefect {version} migrations failed ({result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
+            f"prefect {version} migrations failed ({result.returncode}):\n{result.stdout}{result.stderr}"
         )
 
 
