@@ -109,6 +109,16 @@ async def machinery_trouble(conn: asyncpg.Connection, flow: uuid.UUID, queue: uu
     )
     await seed.add_heartbeat(conn, done, ago=10 * 86400)
     await seed.create_flow_run(conn, flow_id=flow, queue_id=queue, state_type="CANCELLING", state_age=600)
+    # A run waiting 90 s for a concurrency slot (the Awaiting panels; not late, Prefect reschedules it).
+    await seed.create_flow_run(
+        conn,
+        flow_id=flow,
+        queue_id=queue,
+        state_type="SCHEDULED",
+        state_name="AwaitingConcurrencySlot",
+        state_age=90,
+        next_scheduled_in=-90,
+    )
     # An invalid index: a unique index built concurrently over duplicates fails and stays INVALID. It
     # waits for every open transaction, so it runs before the lock holder begins.
     with contextlib.suppress(asyncpg.UniqueViolationError):
