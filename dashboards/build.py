@@ -1378,7 +1378,6 @@ def postgres() -> Any:
                 width=8,
             ),
         ),
-        machinery_tables(),
         row(
             "Exporter health",
             graph(
@@ -1448,6 +1447,7 @@ def postgres() -> Any:
                 ),
             ),
         ),
+        machinery_tables(),
     ]
     return dashboard(
         "prefect-db-postgres",
@@ -1558,34 +1558,6 @@ def work_pools() -> Any:
                 ),
                 Query(f"sum by (work_pool) (prefect_db_worker_rows{{{TP}}})", "{{work_pool}} rows"),
                 width=8,
-            ),
-            graph(
-                "Foreman disagreement",
-                "Rows Prefect stores as ONLINE (workers) or READY (queues, deployments) although, by the "
-                "foreman's own rules, they have timed out: 3 missed heartbeats, 60 s without a poll. Any for "
-                "minutes: the foreman has stalled and the UI trusts stale statuses (prefect#22212).",
-                "short",
-                Query(
-                    f"sum by (work_pool, relation) (prefect_db_foreman_stale_status_rows{{{TP}}})",
-                    "{{work_pool}} {{relation}}",
-                ),
-                alerts=("PrefectForemanStalled",),
-            ),
-            graph(
-                "Late marking: runs not marked Late and marked twice",
-                "Scheduled runs over 60 s past their start that the late-runs service has not marked Late, "
-                "and Late runs marked Late more than once (Prefect 3.6.7 to 3.7.5, prefect#22139), per "
-                "queue. Either for minutes: the service has stalled or misbehaves.",
-                "short",
-                Query(
-                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_overdue_runs{{{TP}}})",
-                    "{{work_pool}}/{{work_queue}} not marked",
-                ),
-                Query(
-                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_repeated_late_runs{{{TP}}})",
-                    "{{work_pool}}/{{work_queue}} marked twice",
-                ),
-                alerts=("PrefectLateMarkingStalled",),
             ),
         ),
         row(
@@ -1814,6 +1786,37 @@ def work_pools() -> Any:
                     "{{work_pool}} limit",
                 ),
                 alerts=("PrefectWorkPoolConcurrencySaturated",),
+            ),
+        ),
+        row(
+            "Prefect machinery per pool",
+            graph(
+                "Foreman disagreement",
+                "Rows Prefect stores as ONLINE (workers) or READY (queues, deployments) although, by the "
+                "foreman's own rules, they have timed out: 3 missed heartbeats, 60 s without a poll. Any for "
+                "minutes: the foreman has stalled and the UI trusts stale statuses (prefect#22212).",
+                "short",
+                Query(
+                    f"sum by (work_pool, relation) (prefect_db_foreman_stale_status_rows{{{TP}}})",
+                    "{{work_pool}} {{relation}}",
+                ),
+                alerts=("PrefectForemanStalled",),
+            ),
+            graph(
+                "Late marking: runs not marked Late and marked twice",
+                "Scheduled runs over 60 s past their start that the late-runs service has not marked Late, "
+                "and Late runs marked Late more than once (Prefect 3.6.7 to 3.7.5, prefect#22139), per "
+                "queue. Either for minutes: the service has stalled or misbehaves.",
+                "short",
+                Query(
+                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_overdue_runs{{{TP}}})",
+                    "{{work_pool}}/{{work_queue}} not marked",
+                ),
+                Query(
+                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_repeated_late_runs{{{TP}}})",
+                    "{{work_pool}}/{{work_queue}} marked twice",
+                ),
+                alerts=("PrefectLateMarkingStalled",),
             ),
         ),
     ]
