@@ -77,6 +77,15 @@ POLL_WAIT_SESSIONS: Final = 0.1
 UPDATES_PER_POLL: Final = 200
 XID_WARNING: Final = 0.5
 XID_CRITICAL: Final = 0.75
+# The prefect-db-machinery group's thresholds.
+LATE_MARKING_SECONDS: Final = 300
+FOREMAN_OVERDUE_SECONDS: Final = 120
+RETENTION_BEHIND_SECONDS: Final = 8 * 86400
+CANCELLING_SECONDS: Final = 300
+# A Prefect server process pools 5 connections plus 10 overflow by default (prefect#17344).
+PREFECT_POOL_CONNECTIONS: Final = 15
+# Tables whose growth Prefect's retention (db_vacuum) has to keep up with (prefect#22874, #23079).
+RETAINED_TABLES: Final = "events|event_resources|log|flow_run_state"
 
 GREEN: Final = "green"
 ORANGE: Final = "orange"
@@ -556,6 +565,217 @@ def render(board: Any) -> str:
 # Dashboards ---------------------------------------------------------------------------------------
 
 
+def machinery() -> tuple[str, tuple[Panel, ...]]:
+    """The overview's row on Prefect's own services, as their tables show them (prefect-db-machinery)."""
+    queue = "target, work_pool, work_queue"
+    return row(
+        "Prefect machinery",
+        single(
+            "Invalid indexes",
+            "Indexes of Prefect tables left INVALID by a cancelled or failed CREATE INDEX CONCURRENTLY. "
+            "The planner ignores them, so the queries that need them scan: rebuild them (REINDEX INDEX "
+            "CONCURRENTLY). Which tables: PostgreSQL internals, Prefect tables and sessions.",
+            "short",
+            Query(f"sum(prefect_db_invalid_indexes{{{T}}})", "invalid"),
+            alerts=("PrefectInvalidIndex",),
+            steps=((1, ORANGE),),
+        ),
+        single(
+            "Default isolation",
+            "The isolation level new sessions on the Prefect database get by default. Anything but read "
+            "committed makes Prefect before 3.8 fail its concurrency-slot updates and leaves runs RUNNING "
+            "(prefect#22597): ALTER DATABASE ... RESET default_transaction_isolation.",
+            "short",
+            Query(f"max(prefect_db_default_transaction_isolation_not_read_committed{{{T}}})", "database"),
+            alerts=("PrefectIsolationNotReadCommitted",),
+            mapping={"0": ("read committed", GREEN), "1": ("not read committed", RED)},
+            no_value=None,
+            steps=((1, RED),),
+        ),
+        single(
+            "Sessions not read committed",
+            "Client sessions whose role or database default gives them an isolation level other than "
+            "read committed (a session's own SET is invisible from outside). Reset the role's "
+            "default_transaction_isolation.",
+            "short",
+            Query(f"sum(prefect_db_sessions_isolation_not_read_committed{{{T}}})", "sessions"),
+            alerts=("PrefectIsolationNotReadCommitted",),
+            steps=((1, RED),),
+        ),
+        single(
+            "Leaked concurrency slots",
+            "Slots of deployment and tag concurrency limits taken beyond the runs that can hold them: "
+            "nobody gives them back until their lease expires, and runs wait for them (prefect#17415). "
+            "Reset the limit's active slots once no run holds them.",
+            "short",
+            Query(f"sum(prefect_db_concurrency_limit_leaked_slots{{{T}}})", "leaked"),
+            alerts=("PrefectConcurrencySlotsLeaked",),
+            steps=((1, ORANGE),),
+        ),
+        single(
+            "Runs stuck CANCELLING",
+            f"Flow runs CANCELLING for more than {CANCELLING_SECONDS} s: their worker did not kill the "
+            "infrastructure or the cancellation cleanup cannot keep up (prefect#15231). They hold "
+            "concurrency slots; Prefect before 3.7.5 never ends them.",
+            "short",
+            Query(f"sum(prefect_db_cancelling_runs_stale{{{T}}})", "stuck"),
+            alerts=("PrefectFlowRunsCancellingStuck",),
+            links=(drill_down(),),
+            steps=((1, ORANGE),),
+        ),
+        single(
+            "Sessions without application_name",
+            "Client sessions of the Prefect database that set no application_name, as Prefect's do by "
+            "default: who holds them cannot be told. Set "
+            "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_APPLICATION_NAME (Prefect 3.1.13+).",
+            "short",
+            Query(f'sum(prefect_db_application_connections{{{T}, application=""}})', "unnamed"),
+            steps=((1, ORANGE),),
+        ),
+        graph(
+            "Late marking: most overdue run not marked Late",
+            "Per work queue, how long past its start the most overdue run is that Prefect's late-runs "
+            "service has not marked Late (it does after 15 s; the collector counts runs 60 s past). "
+            f"Above {LATE_MARKING_SECONDS // 60} minutes the service has stalled (prefect#22139): restart "
+            "the Prefect server's services and check its docket/Redis.",
+            "s",
+            Query(
+                f"max by ({queue}) (prefect_db_late_marking_oldest_overdue_seconds{{{T}}})",
+                "{{work_pool}}/{{work_queue}}",
+            ),
+            alerts=("PrefectLateMarkingStalled",),
+            steps=((LATE_MARKING_SECONDS, ORANGE),),
+            links=(drill_down(),),
+            width=8,
+        ),
+        graph(
+            "Foreman: statuses past their timeout",
+            "Per work pool and table, how long past its timeout the most overdue row is that Prefect "
+            "still stores ONLINE (workers) or READY (queues, deployments). The foreman runs every 15 s: "
+            f"over {FOREMAN_OVERDUE_SECONDS // 60} minutes it has stalled and the UI shows dead workers "
+            "as online (prefect#22212).",
+            "s",
+            Query(
+                f"max by (target, work_pool, relation) (prefect_db_foreman_stale_status_max_overdue_seconds"
+                f"{{{T}}})",
+                "{{work_pool}} {{relation}}",
+            ),
+            alerts=("PrefectForemanStalled",),
+            steps=((FOREMAN_OVERDUE_SECONDS, ORANGE),),
+            links=(drill_down(),),
+            width=8,
+        ),
+        graph(
+            "Longest waits for a slot and for cancellation",
+            "The run that has waited longest for a concurrency slot (AwaitingConcurrencySlot) and the "
+            "oldest CANCELLING run, per work queue. Slot waits growing while slots are leaked: reset the "
+            f"limit; CANCELLING beyond {CANCELLING_SECONDS} s: cancel the infrastructure by hand.",
+            "s",
+            Query(
+                f"max by ({queue}) (prefect_db_awaiting_concurrency_slot_oldest_seconds{{{T}}})",
+                "{{work_pool}}/{{work_queue}} waiting for a slot",
+            ),
+            Query(
+                f"max by ({queue}) (prefect_db_cancelling_runs_oldest_age_seconds{{{T}}})",
+                "{{work_pool}}/{{work_queue}} CANCELLING",
+            ),
+            alerts=("PrefectConcurrencySlotsLeaked", "PrefectFlowRunsCancellingStuck"),
+            steps=((CANCELLING_SECONDS, ORANGE),),
+            width=8,
+        ),
+    )
+
+
+def machinery_tables() -> tuple[str, tuple[Panel, ...]]:
+    """The PostgreSQL board's row on what Prefect's services leave in tables, indexes and sessions."""
+    retained = f'{T}, relation=~"{RETAINED_TABLES}"'
+    return row(
+        "Prefect tables and sessions",
+        graph(
+            "Retention: age of the oldest row",
+            "Age of the oldest events and event_resources row (against PREFECT_EVENTS_RETENTION_PERIOD, "
+            "default 7 days) and of the oldest finished top-level flow run (against db_vacuum's flow-run "
+            f"retention, when enabled). Events beyond {RETENTION_BEHIND_SECONDS // 86400} days: "
+            "db_vacuum is off, failing or cannot keep up (prefect#22874, #23079).",
+            "s",
+            Query(
+                f"max by (relation) (prefect_db_retention_oldest_row_age_seconds{{{T}}})", "{{relation}}"
+            ),
+            alerts=("PrefectRetentionBehind",),
+            steps=((RETENTION_BEHIND_SECONDS, ORANGE),),
+            width=8,
+        ),
+        graph(
+            "Net rows added per day",
+            "Rows inserted minus rows deleted per day, at the current rate, of the tables Prefect's "
+            "retention trims. Growing every day while the oldest row ages: retention deletes less than "
+            "Prefect writes.",
+            "short",
+            Query(
+                f"sum by (relation) (rate(prefect_db_table_inserts_total{{{retained}}}[$__rate_interval])"
+                f" - rate(prefect_db_table_deletes_total{{{retained}}}[$__rate_interval])) * 86400",
+                "{{relation}}",
+            ),
+            alerts=("PrefectRetentionBehind",),
+            width=8,
+        ),
+        graph(
+            "Invalid indexes by table",
+            "Invalid indexes per Prefect table (tables without any are absent). The planner ignores them: "
+            "find them with SELECT indexrelid::regclass FROM pg_index WHERE NOT indisvalid, then REINDEX "
+            "INDEX CONCURRENTLY or drop and recreate.",
+            "short",
+            Query(f"max by (relation) (prefect_db_invalid_indexes{{{T}}}) > 0", "{{relation}}"),
+            alerts=("PrefectInvalidIndex",),
+            width=8,
+        ),
+        graph(
+            "Sessions per application_name",
+            "Client sessions of the Prefect database per application_name ((unset): Prefect's own by "
+            "default, and anyone else who sets none). Set Prefect's application_name so the sampler and "
+            "the runbooks can attribute its sessions.",
+            "short",
+            Query(
+                "label_replace(sum by (application) "
+                f'(prefect_db_application_connections{{{T}}}), "application", "(unset)", "application", "")',
+                "{{application}}",
+            ),
+            stack=True,
+            width=8,
+        ),
+        graph(
+            "Most sessions from one client",
+            "The most sessions one client address holds per application_name. A Prefect server process "
+            f"pools up to {PREFECT_POOL_CONNECTIONS} (5 plus 10 overflow); at the line it queues requests "
+            "and its API times out (prefect#17344).",
+            "short",
+            Query(
+                "label_replace(max by (application) "
+                f'(prefect_db_application_connections_per_client_max{{{T}}}), "application", "(unset)", '
+                '"application", "")',
+                "{{application}}",
+            ),
+            steps=((PREFECT_POOL_CONNECTIONS, ORANGE),),
+            width=8,
+        ),
+        graph(
+            "Deployment rows updated per worker poll",
+            "Deployment rows each worker poll's UPDATE deployment SET last_polled rewrote, from "
+            "pg_stat_statements (all three shapes of the statement). Every poll rewrites every "
+            "deployment of the polled queues whether anything changed (prefect#23129). Empty without "
+            "pg_stat_statements.",
+            "short",
+            Query(
+                f"sum(rate(prefect_db_deployment_poll_updated_rows_total{{{T}}}[$__rate_interval]))"
+                f" / sum(rate(prefect_db_deployment_poll_updates_total{{{T}}}[$__rate_interval]))",
+                "rows per poll",
+            ),
+            steps=((UPDATES_PER_POLL, ORANGE),),
+            width=8,
+        ),
+    )
+
+
 def overview() -> Any:
     """What is stuck now, is the database healthy, are runs flowing."""
     queue = "target, work_pool, work_queue"
@@ -876,6 +1096,7 @@ def overview() -> Any:
                 ),
             ),
         ),
+        machinery(),
     ]
     return dashboard(
         "prefect-db-overview",
@@ -1226,6 +1447,7 @@ def postgres() -> Any:
                 ),
             ),
         ),
+        machinery_tables(),
     ]
     return dashboard(
         "prefect-db-postgres",
@@ -1564,6 +1786,37 @@ def work_pools() -> Any:
                     "{{work_pool}} limit",
                 ),
                 alerts=("PrefectWorkPoolConcurrencySaturated",),
+            ),
+        ),
+        row(
+            "Prefect machinery per pool",
+            graph(
+                "Foreman disagreement",
+                "Rows Prefect stores as ONLINE (workers) or READY (queues, deployments) although, by the "
+                "foreman's own rules, they have timed out: 3 missed heartbeats, 60 s without a poll. Any for "
+                "minutes: the foreman has stalled and the UI trusts stale statuses (prefect#22212).",
+                "short",
+                Query(
+                    f"sum by (work_pool, relation) (prefect_db_foreman_stale_status_rows{{{TP}}})",
+                    "{{work_pool}} {{relation}}",
+                ),
+                alerts=("PrefectForemanStalled",),
+            ),
+            graph(
+                "Late marking: runs not marked Late and marked twice",
+                "Scheduled runs over 60 s past their start that the late-runs service has not marked Late, "
+                "and Late runs marked Late more than once (Prefect 3.6.7 to 3.7.5, prefect#22139), per "
+                "queue. Either for minutes: the service has stalled or misbehaves.",
+                "short",
+                Query(
+                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_overdue_runs{{{TP}}})",
+                    "{{work_pool}}/{{work_queue}} not marked",
+                ),
+                Query(
+                    f"sum by (work_pool, work_queue) (prefect_db_late_marking_repeated_late_runs{{{TP}}})",
+                    "{{work_pool}}/{{work_queue}} marked twice",
+                ),
+                alerts=("PrefectLateMarkingStalled",),
             ),
         ),
     ]

@@ -3,8 +3,9 @@
 ``tests/test_live_queries.py`` evaluates every panel on it, and ``devtools/pictures.py`` (``make pictures``)
 records it for the README's pictures. On top of :func:`devtools.seed.seed_trouble` it adds two RUNNING runs
 to crash later, a late run behind a full queue, and a session idle in transaction holding a deployment row
-with ``pollers`` worker polls (Prefect 3.7+'s statement) waiting behind it; :func:`deadlock` makes two
-last_polled updates deadlock for real.
+with ``pollers`` worker polls (Prefect 3.7+'s statement) waiting behind it, a worker polling the live
+"critical" queue every second, and Prefect's stalled services (:func:`machinery_trouble`); :func:`deadlock`
+makes two last_polled updates deadlock for real.
 """
 
 from __future__ import annotations
@@ -109,16 +110,38 @@ async def machinery_trouble(conn: asyncpg.Connection, flow: uuid.UUID, queue: uu
     )
     await seed.add_heartbeat(conn, done, ago=10 * 86400)
     await seed.create_flow_run(conn, flow_id=flow, queue_id=queue, state_type="CANCELLING", state_age=600)
+    # A run waiting 90 s for a concurrency slot (the Awaiting panels; not late, Prefect reschedules it).
+    await seed.create_flow_run(
+        conn,
+        flow_id=flow,
+        queue_id=queue,
+        state_type="SCHEDULED",
+        state_name="AwaitingConcurrencySlot",
+        state_age=90,
+        next_scheduled_in=-90,
+    )
     # An invalid index: a unique index built concurrently over duplicates fails and stays INVALID. It
     # waits for every open transaction, so it runs before the lock holder begins.
     with contextlib.suppress(asyncpg.UniqueViolationError):
         await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_flow_run__dup_flow ON flow_run (flow_id)")
 
 
+async def keep_polling(conn: asyncpg.Connection, queue: uuid.UUID, every: float = 1.0) -> None:
+    """A live worker: poll ``queue`` with Prefect 3.7+'s statement every ``every`` seconds, until cancelled.
+
+    These polls complete, so pg_stat_statements counts them (the rows-per-poll panel) while the
+    blocked ones never do.
+    """
+    while True:
+        await conn.fetch(POLL_DEPLOYMENTS, datetime.now(UTC), "READY", queue)
+        await asyncio.sleep(every)
+
+
 @asynccontextmanager
 async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
     """Seed the demo scene plus what the remaining panels need; hold a lock with worker polls behind it."""
-    setup, holder, *polling = [await asyncpg.connect(dsn) for _ in range(2 + pollers)]
+    setup, holder, worker, *polling = [await asyncpg.connect(dsn) for _ in range(3 + pollers)]
+    live: asyncio.Task[None] | None = None
     try:
         await seed.seed_trouble(setup)
         k8s, etl = seed.DEMO_POOLS
@@ -153,9 +176,13 @@ async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
             in_background(poller.fetch(POLL_DEPLOYMENTS, datetime.now(UTC), "READY", default))
             pid = poller.get_server_pid()
             await until(lambda: waiting(setup, pid), f"poll of backend {pid} waiting on the held row")  # noqa: B023
+        # A worker of the live "critical" queue polling as Prefect does (its rows are not held).
+        live = in_background(keep_polling(worker, critical))
         yield Trouble(setup, (running[0], running[1]), (deadlocking[0]["id"], deadlocking[1]["id"]))
     finally:
-        for conn in (setup, holder, *polling):
+        if live is not None:
+            live.cancel()
+        for conn in (setup, holder, worker, *polling):
             conn.terminate()
 
 

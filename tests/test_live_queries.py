@@ -32,6 +32,7 @@ DEADLOCKS = 3  # more than PrefectPostgresDeadlocks' threshold of 2
 # Polls waiting on a locked row: enough that rate(...[5m]) of their waits passes
 # PrefectWorkerPollContention's 0.1 after half a minute of samples.
 POLLERS = 3
+ROWS_PER_POLL = "postgres.json: Deployment rows updated per worker poll: A"
 
 # Expressions that return nothing in this scenario, each with the reason. Every other expression must
 # return data, and an entry here that returns data fails too (the list must not go stale).
@@ -280,12 +281,20 @@ async def test_every_panel_and_alert_expression(
             await wait_for(
                 prom, f'increase(prefect_db_deadlocks_by_operation_total{{operation="{POLL}"}}[1m]) > 0'
             )
+            # The live worker's polls, counted by pg_stat_statements (a 30 s collector): the rows-per-poll
+            # panel divides by their rate, which is 0 (and the quotient NaN) until two scrapes differ.
+            await wait_for(prom, "rate(prefect_db_deployment_poll_updates_total[1m]) > 0", timeout=60.0)
             # A reload marks the boards (the "Exporter reloads" annotation, for one $__interval).
             await exporter.reload(exporter.config)
             (reloaded,) = [a.expr for a in annotations if a.key == "annotation Exporter reloads"]
             await wait_for(prom, reloaded)
             at = await complete_scrape(prom)
             failures = await evaluate(prom, expressions, at=at)
+            (per_poll,) = [e.expr for e in expressions if e.key == ROWS_PER_POLL]
+            rows_per_poll = [float(r["value"][1]) for r in await prom.query(per_poll, at=at)]
+            polled = await scene.deployments_of(
+                trouble.setup, await scene.queue_id(trouble.setup, seed.DEMO_POOLS[0], "critical")
+            )
             failures += await check_variables(prom)
             failures += await check_rules(prom, len(alerts))
             # The README's pictures are drawn this way (make pictures): every board, from this Prometheus.
@@ -296,6 +305,8 @@ async def test_every_panel_and_alert_expression(
             source = pictures.Source(prom, VARIABLES, window)
             marked = await pictures.events(source, grafana.load(DASHBOARDS[0]))
     assert not failures, "\n".join(failures)
+    # Only the live worker's polls complete (the others wait on the held row): each rewrites its queue.
+    assert rows_per_poll == [len(polled)], (rows_per_poll, len(polled))
     assert {m.name for m in marked} == {"Exporter reloads"}, marked
     assert [d.path.name for d in drawn] == [f"{p.stem}.png" for p in DASHBOARDS]
     allowed_empty = {tuple(key.split(": ")[:2]) for key in EXPECTED_EMPTY}
