@@ -1,4 +1,5 @@
 -- description: RUNNING flow runs per work pool and queue, and how long ago each last sent a heartbeat event.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [flow_run, work_queue, work_pool, events]

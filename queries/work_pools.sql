@@ -1,4 +1,5 @@
 -- description: Work pool stored status, pause flag, concurrency limit and the runs that occupy it.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [work_pool, work_queue, flow_run]

@@ -1,4 +1,5 @@
 -- description: Workers per work pool by status computed from their heartbeat age, their stored status, and each recent worker's heartbeat age.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [worker, work_pool]
