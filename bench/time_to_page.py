@@ -18,7 +18,8 @@ Then it makes the trouble for real and waits for the notification:
 
 * ``deadlock``: 4 workers poll one queue of 20,000 deployments (the rows are copied in SQL from a
   registered deployment, to save time); Prefect 2.18.1 to 3.6.x deadlocks on it, so 3.1.15 only.
-  Start: the first ``deadlock detected`` in the PostgreSQL server log.
+  Start: the first ``deadlock detected`` in the PostgreSQL server log. ``deadlock_server_log`` is the
+  same with the exporter configured to read that log (its one change from the defaults).
 * ``zombie``: the worker that runs a heartbeating flow run (30 s) and the run's processes are
   SIGKILLed; the run stays RUNNING. Start: the run's last heartbeat event.
 * ``pending``: a run whose infrastructure never starts the flow (its command is ``sleep``) stays
@@ -77,7 +78,7 @@ RESULTS_FILE = REPO_ROOT / "bench" / "results" / "time_to_page.json"
 TIMELINE_PNG = REPO_ROOT / "docs" / "img" / "time_to_page.png"
 
 VERSIONS = ("3.1.15", "3.9.1")
-TROUBLES = ("deadlock", "zombie", "pending", "workers_gone", "crash_storm", "healthy")
+TROUBLES = ("deadlock", "deadlock_server_log", "zombie", "pending", "workers_gone", "crash_storm", "healthy")
 POOL = "bench-pool"
 EXPORTER_ROLE = "prefect_exporter"
 HEARTBEAT_SECONDS = 30  # Prefect's minimum flow-run heartbeat; 3.9.1's default is 180 s
@@ -328,8 +329,14 @@ def worker_of(stack: Stack, flow_run_id: str) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(cluster: PgCluster, version: str, workdir: Path) -> AsyncIterator[Stack]:
-    """Database, Prefect server, exporter, Prometheus, Alertmanager and recorder for one trouble."""
+async def running_stack(
+    cluster: PgCluster, version: str, workdir: Path, server_log: bool = False
+) -> AsyncIterator[Stack]:
+    """Database, Prefect server, exporter, Prometheus, Alertmanager and recorder for one trouble.
+
+    The exporter runs on its defaults (``--dsn``), or with ``server_log`` a configuration file that
+    only adds the cluster's server log (deadlock attribution).
+    """
     venv = await asyncio.to_thread(ensure_prefect, version)
     database = f"ttp_{uuid.uuid4().hex[:10]}"
     cluster.create_database(database)
@@ -348,6 +355,21 @@ async def running_stack(cluster: PgCluster, version: str, workdir: Path) -> Asyn
         exporter_env = {**os.environ, "PGPASSWORD": password}
         dsn = cluster.dsn(database, user=EXPORTER_ROLE)
         argv = [sys.executable, "-m", "exporter", "--dsn", dsn, "--listen", f"127.0.0.1:{exporter_port}"]
+        if server_log:
+            config = {
+                "targets": [
+                    {
+                        "name": "bench",
+                        "dsn": dsn,
+                        "password_env": "PGPASSWORD",
+                        "server_log": str(cluster.log_path),
+                        "server_log_format": "stderr",
+                    }
+                ]
+            }
+            (workdir / "exporter.yaml").write_text(yaml.safe_dump(config))
+            argv = [sys.executable, "-m", "exporter", "--config", str(workdir / "exporter.yaml")]
+            argv += ["--listen", f"127.0.0.1:{exporter_port}"]
         procs.start("exporter", argv, exporter_env, REPO_ROOT)
         async with RecordingHook() as hook, Alertmanager(alertmanager_config(hook)) as alertmanager:
             address = alertmanager.url.split("//")[1]
@@ -709,7 +731,7 @@ async def run_one(cluster: PgCluster, version: str, trouble: str, healthy_minute
         workdir = Path(tmp)
         workdir.chmod(0o755)
         try:
-            async with running_stack(cluster, version, workdir) as stack:
+            async with running_stack(cluster, version, workdir, trouble == "deadlock_server_log") as stack:
                 if trouble == "healthy":
                     await trouble_healthy(stack, outcome, healthy_minutes)
                 else:
@@ -724,6 +746,7 @@ async def run_one(cluster: PgCluster, version: str, trouble: str, healthy_minute
 
 TROUBLE_FUNCTIONS: dict[str, Callable[[Stack, Outcome], Awaitable[None]]] = {
     "deadlock": trouble_deadlock,
+    "deadlock_server_log": trouble_deadlock,
     "zombie": trouble_zombie,
     "pending": trouble_pending,
     "workers_gone": trouble_workers_gone,
@@ -734,7 +757,7 @@ TROUBLE_FUNCTIONS: dict[str, Callable[[Stack, Outcome], Awaitable[None]]] = {
 def applies(trouble: str, version: str) -> str | None:
     """Why a trouble is not run on a version, or None."""
     major, minor = (int(p) for p in version.split(".")[:2])
-    if trouble == "deadlock" and (major, minor) >= (3, 7):
+    if trouble.startswith("deadlock") and (major, minor) >= (3, 7):
         return "Prefect 3.7.0 locks the poll's rows in id order: several workers wait, never deadlock"
     if trouble == "healthy" and (major, minor) < (3, 7):
         return "4 workers on one queue deadlock on Prefect < 3.7 by design: the healthy run uses >= 3.7"
