@@ -174,7 +174,7 @@ class Trouble:
     """A session for changes while Prometheus scrapes, the runs to crash and the rows to deadlock on."""
 
     setup: asyncpg.Connection
-    running: tuple[uuid.UUID, uuid.UUID]
+    running: tuple[uuid.UUID, ...]
     deadlock_rows: tuple[uuid.UUID, uuid.UUID]
 
 
@@ -209,14 +209,15 @@ async def trouble(db: TestDatabase) -> AsyncIterator[Trouble]:
         polled = await deployments_of(setup, default)
         deadlocking = await deployments_of(setup, await queue_id(setup, etl, "nightly"))
         limited = (await deployments_of(setup, critical))[0]
-        # Two RUNNING runs to crash after the first scrape, and a late run behind the full "critical"
-        # queue (PrefectWorkQueueConcurrencySaturated).
+        # Three RUNNING runs to crash after the first scrape (three within 10 minutes: the crash storm
+        # of PrefectFlowRunsCrashing), and a late run behind the full "critical" queue
+        # (PrefectWorkQueueConcurrencySaturated).
         row = polled[0]
         running = [
             await seed.create_flow_run(
                 setup, flow_id=row["flow_id"], queue_id=default, deployment_id=row["id"], state_type="RUNNING"
             )
-            for _ in range(2)
+            for _ in range(3)
         ]
         await seed.create_flow_run(
             setup,
@@ -233,7 +234,7 @@ async def trouble(db: TestDatabase) -> AsyncIterator[Trouble]:
         for poller in pollers:
             in_background(poller.fetch(POLL_DEPLOYMENTS, datetime.now(UTC), "READY", default))
             await eventually(lambda: waiting(setup, poller.get_server_pid()), timeout=10, interval=0.05)  # noqa: B023
-        yield Trouble(setup, (running[0], running[1]), (deadlocking[0]["id"], deadlocking[1]["id"]))
+        yield Trouble(setup, tuple(running), (deadlocking[0]["id"], deadlocking[1]["id"]))
     finally:
         for conn in (setup, holder, *pollers):
             conn.terminate()
@@ -384,6 +385,9 @@ async def test_every_panel_and_alert_expression(prefect_db: TestDatabase, cluste
             await wait_for(
                 prom, 'increase(prefect_db_flow_run_transitions_total{state_type="CRASHED"}[1m]) > 0'
             )
+            # A third crash once the second is counted: the crash storm of PrefectFlowRunsCrashing.
+            await seed.set_flow_run_state(scene.setup, scene.running[2], "CRASHED")
+            await wait_for(prom, 'prefect_db_flow_run_transitions_total{state_type="CRASHED"} >= 3')
             await wait_for(prom, f"prefect_db_deadlocks_total >= {DEADLOCKS}")
             await wait_for(
                 prom, f'increase(prefect_db_deadlocks_by_operation_total{{operation="{POLL}"}}[1m]) > 0'
