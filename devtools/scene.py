@@ -47,7 +47,7 @@ class Trouble:
     """A session for changes while Prometheus scrapes, the runs to crash and the rows to deadlock on."""
 
     setup: asyncpg.Connection
-    running: tuple[uuid.UUID, uuid.UUID]
+    running: tuple[uuid.UUID, ...]
     deadlock_rows: tuple[uuid.UUID, uuid.UUID]
 
 
@@ -150,14 +150,15 @@ async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
         polled = await deployments_of(setup, default)
         deadlocking = await deployments_of(setup, await queue_id(setup, etl, "nightly"))
         limited = (await deployments_of(setup, critical))[0]
-        # Two RUNNING runs to crash later, and a late run behind the full "critical" queue
+        # Three RUNNING runs to crash later (three within 10 minutes: the crash storm of
+        # PrefectFlowRunsCrashing), and a late run behind the full "critical" queue
         # (PrefectWorkQueueConcurrencySaturated).
         row = polled[0]
         running = [
             await seed.create_flow_run(
                 setup, flow_id=row["flow_id"], queue_id=default, deployment_id=row["id"], state_type="RUNNING"
             )
-            for _ in range(2)
+            for _ in range(3)
         ]
         await seed.create_flow_run(
             setup,
@@ -178,7 +179,7 @@ async def trouble(dsn: str, pollers: int = 3) -> AsyncIterator[Trouble]:
             await until(lambda: waiting(setup, pid), f"poll of backend {pid} waiting on the held row")  # noqa: B023
         # A worker of the live "critical" queue polling as Prefect does (its rows are not held).
         live = in_background(keep_polling(worker, critical))
-        yield Trouble(setup, (running[0], running[1]), (deadlocking[0]["id"], deadlocking[1]["id"]))
+        yield Trouble(setup, tuple(running), (deadlocking[0]["id"], deadlocking[1]["id"]))
     finally:
         if live is not None:
             live.cancel()

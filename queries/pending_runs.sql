@@ -1,4 +1,5 @@
 -- description: PENDING flow runs per work pool and queue, their age, and those stuck longer than pending_stale_seconds.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [flow_run, work_queue, work_pool]

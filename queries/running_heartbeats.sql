@@ -1,4 +1,5 @@
 -- description: RUNNING flow runs per work pool and queue, and how long ago each last sent a heartbeat event.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [flow_run, work_queue, work_pool, events]
@@ -16,7 +17,7 @@
 --     labels: [work_pool, work_queue]
 --   - name: prefect_db_running_runs_heartbeat_stale
 --     type: gauge
---     help: RUNNING flow runs per work pool and queue whose last heartbeat (or start of running, if later or without heartbeat) is older than heartbeat_stale_seconds (default 600; no sample while no heartbeat exists within heartbeat_lookback_seconds), in runs.
+--     help: RUNNING flow runs per work pool and queue silent since their last heartbeat (or start of running, if later) for three heartbeats of their own cadence (the longest gap between their last three heartbeat events, at least 20 s) or for heartbeat_stale_seconds (default 600), whichever is shorter; runs with fewer than two heartbeats by heartbeat_stale_seconds alone (no sample while no heartbeat exists within heartbeat_lookback_seconds), in runs.
 --     value: heartbeat_stale
 --     labels: [work_pool, work_queue]
 --   - name: prefect_db_running_runs_oldest_heartbeat_age_seconds
@@ -60,33 +61,56 @@ present AS (
 ),
 running AS (
     -- ix_flow_run__state_type for the RUNNING runs, then per run one backward probe of
-    -- ix_events__event_resource_id_occurred for its latest heartbeat.
+    -- ix_events__event_resource_id_occurred that stops after its last three heartbeats (LIMIT 3
+    -- above the window: at most three index entries per run, whatever the events table holds).
     SELECT fr.work_queue_id,
            fr.state_timestamp AS entered,
-           hb.occurred AS heartbeat
+           hb.occurred AS heartbeat,
+           hb.cadence
     FROM flow_run AS fr
     LEFT JOIN LATERAL (
-        SELECT e.occurred
-        FROM events AS e
-        WHERE e.event = 'prefect.flow-run.heartbeat'
-          AND e.resource_id = 'prefect.flow-run.' || fr.id::text
-        ORDER BY e.occurred DESC
-        LIMIT 1
+        -- The run's own cadence is the longest of its last two gaps (jitter and a slow API count
+        -- against it, not for it); NULL with fewer than two heartbeats.
+        SELECT max(h.occurred) AS occurred,
+               max(h.gap) AS cadence
+        FROM (
+            SELECT e.occurred,
+                   extract(epoch FROM lag(e.occurred) OVER (ORDER BY e.occurred DESC) - e.occurred)::float8
+                       AS gap
+            FROM events AS e
+            WHERE e.event = 'prefect.flow-run.heartbeat'
+              AND e.resource_id = 'prefect.flow-run.' || fr.id::text
+            ORDER BY e.occurred DESC
+            LIMIT 3
+        ) AS h
     ) AS hb ON true
     WHERE fr.state_type = 'RUNNING'
 ),
-per_queue AS (
-    -- Runs without a queue get the nil UUID as key, so that the join below is a plain (hashable) equality.
-    SELECT coalesce(r.work_queue_id, '00000000-0000-0000-0000-000000000000'::uuid) AS work_queue_id,
-           count(*) AS runs,
-           extract(epoch FROM now() - least(min(r.entered), now()))::float8 AS oldest_age_seconds,
-           count(*) FILTER (WHERE greatest(r.heartbeat, r.entered)
-                                  < now() - make_interval(secs => st.stale_seconds)) AS heartbeat_stale,
-           extract(epoch FROM now() - least(min(greatest(r.heartbeat, r.entered)), now()))::float8
-               AS oldest_heartbeat_age_seconds,
-           count(*) FILTER (WHERE r.heartbeat IS NULL OR r.heartbeat < r.entered) AS without_heartbeat
+judged AS (
+    -- Stale after three missed heartbeats of the run's own cadence (Prefect's zombie automation
+    -- waits as long), and never later than heartbeat_stale_seconds, which alone judges runs with
+    -- fewer than two heartbeats (no cadence to learn). The 20 s floor keeps quick heartbeats from
+    -- paging on the event persister's batching lag.
+    SELECT r.work_queue_id,
+           r.entered,
+           r.heartbeat,
+           greatest(r.heartbeat, r.entered)
+               < now() - make_interval(secs => CASE WHEN r.cadence > 0
+                                                    THEN least(3 * greatest(r.cadence, 20), st.stale_seconds)
+                                                    ELSE st.stale_seconds END) AS stale
     FROM running AS r
     CROSS JOIN settings AS st
+),
+per_queue AS (
+    -- Runs without a queue get the nil UUID as key, so that the join below is a plain (hashable) equality.
+    SELECT coalesce(j.work_queue_id, '00000000-0000-0000-0000-000000000000'::uuid) AS work_queue_id,
+           count(*) AS runs,
+           extract(epoch FROM now() - least(min(j.entered), now()))::float8 AS oldest_age_seconds,
+           count(*) FILTER (WHERE j.stale) AS heartbeat_stale,
+           extract(epoch FROM now() - least(min(greatest(j.heartbeat, j.entered)), now()))::float8
+               AS oldest_heartbeat_age_seconds,
+           count(*) FILTER (WHERE j.heartbeat IS NULL OR j.heartbeat < j.entered) AS without_heartbeat
+    FROM judged AS j
     GROUP BY 1
 ),
 queues AS (

@@ -1,4 +1,5 @@
 -- description: Workers per work pool by status computed from their heartbeat age and by their stored status, read pool by pool from the recent heartbeats only.
+-- ttl: 5s
 -- timeout: 5s
 -- requires:
 --   tables: [worker, work_pool]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import time
@@ -13,7 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from helpers import Series, exporter_for, scrape, target_for, value
 
+from devtools import alert_rules, seed
 from devtools.pgcluster import TestDatabase, admin_connect
 from devtools.promstack import Prometheus, find_binary
 
@@ -25,9 +28,11 @@ MACHINERY_RULE_TESTS = REPO_ROOT / "alerts" / "prefect-db-machinery_test.yml"
 RULE_TEST_FILES = (RULE_TESTS, MACHINERY_RULE_TESTS)
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
 METRICS_DOC = REPO_ROOT / "docs" / "metrics.md"
-RUNBOOK_BASE = (
-    "https://github.com/prefect-postgres-exporter/prefect-postgres-exporter/blob/main/docs/runbooks.md#"
-)
+SETTINGS = alert_rules.load_settings(alert_rules.SETTINGS.read_text(), str(alert_rules.SETTINGS))
+RUNBOOK_BASE = SETTINGS["runbook_base"] + "#"
+DASHBOARD_BASE = SETTINGS["dashboard_base"] + "/"
+DASHBOARDS_DIR = REPO_ROOT / "dashboards"
+ANNOTATIONS = {"summary", "description", "runbook_url", "dashboard_url"}
 GROUPS = ["prefect-db-exporter", "prefect-db-postgres", "prefect-db-prefect", "prefect-db-machinery"]
 SEVERITIES = {"critical", "warning", "info"}
 # Labels Prometheus adds to every scraped series, and its own series the rules use.
@@ -92,9 +97,18 @@ def test_rule_unit_tests_pass(promtool: str, tests_file: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_rule_file_is_rendered_from_its_source_and_settings() -> None:
+    # The committed rule file is what `python -m devtools.alert_rules` makes of the source and
+    # alerts/settings.yml: the job selector and the URL bases are set there, in one place.
+    assert RULES.read_text() == alert_rules.rendered(), "run: python -m devtools.alert_rules"
+    assert "@@" not in RULES.read_text()
+    assert f"up{{{SETTINGS['job_selector']}}}" in RULES.read_text()
+
+
 def test_groups_hold_only_alerts() -> None:
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    assert [g["name"] for g in groups] == GROUPS
+    names = [g["name"] for g in groups]
+    assert names == GROUPS
     assert all("alert" in rule and "record" not in rule for rule in rules())
     assert all(name.startswith("Prefect") for name in alert_names())
 
@@ -103,11 +117,15 @@ def test_groups_hold_only_alerts() -> None:
 def test_rule_is_labelled_and_annotated(rule: dict[str, Any]) -> None:
     labels, annotations = rule["labels"], rule["annotations"]
     assert labels.get("severity") in SEVERITIES
-    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert set(annotations) == ANNOTATIONS
     assert annotations["summary"].endswith("."), "summary is a sentence"
     assert "{{" not in annotations["summary"], "summary is the same for every instance of the alert"
     assert "{{ $value" in annotations["description"]
     assert annotations["runbook_url"] == RUNBOOK_BASE + rule["alert"].lower()
+    assert annotations["dashboard_url"].startswith(DASHBOARD_BASE)
+    uid = annotations["dashboard_url"].removeprefix(DASHBOARD_BASE)
+    uids = {json.loads(f.read_text())["uid"] for f in DASHBOARDS_DIR.glob("*.json")}
+    assert uid in uids, f"{rule['alert']}: no dashboard with uid {uid}"
     first_metric = SELECTOR.search(rule["expr"])
     assert first_metric is not None
     metric_labels = documented_metrics().get(first_metric.group(1), ("", set()))[1]
@@ -132,7 +150,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
         if not case["exp_alerts"]:
             silent.add(case["alertname"])
         for expected in case["exp_alerts"]:
-            assert {"summary", "description", "runbook_url"} <= set(expected.get("exp_annotations", {}))
+            assert ANNOTATIONS <= set(expected.get("exp_annotations", {}))
             variant = tuple(expected["exp_labels"].get(label, "") for label in VARIANT_LABELS)
             firing.setdefault(case["alertname"], set()).add(variant)
     for rule in rules():
@@ -221,3 +239,117 @@ async def test_runbook_sql_runs_on_the_prefect_schema(prefect_db: TestDatabase) 
     finally:
         await conn.close()
     assert not failures, "\n".join(failures)
+
+
+# The alerts' inputs: what the exporter counts, on the real schemas ----------------------------------
+
+QUERIES = REPO_ROOT / "queries"
+
+
+async def _scrape(db: TestDatabase, *collectors: str) -> Series:
+    exporter = exporter_for(target_for(db), include=frozenset(collectors))
+    try:
+        return await scrape(exporter)
+    finally:
+        await exporter.close()
+
+
+async def test_zombie_input_judges_each_run_by_its_own_heartbeat_cadence(prefect_db: TestDatabase) -> None:
+    # PrefectFlowRunsHeartbeatStale pages on this count: three missed heartbeats of the run's own
+    # cadence (at most heartbeat_stale_seconds, 600 s), not one fixed 600 s for every run.
+    conn = await admin_connect(prefect_db)
+    try:
+        pool = await seed.create_work_pool(conn, "pool-z", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+
+        async def running(heartbeats: tuple[float, ...]) -> None:
+            run_id = await seed.create_flow_run(
+                conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="RUNNING", state_age=900
+            )
+            for ago in heartbeats:
+                await seed.add_heartbeat(conn, run_id, ago)
+
+        await running((160, 130, 100))  # 30 s cadence, silent 100 s > 3 x 30: stale
+        await running((120, 90, 60))  # 30 s cadence, silent 60 s: alive
+        await running((760, 580, 400))  # 180 s cadence (Prefect's default), silent 400 s < 540: alive
+        await running((880, 700, 560))  # 180 s cadence, silent 560 s > 540: stale
+        await running((500,))  # one heartbeat, no cadence: 500 s < heartbeat_stale_seconds
+    finally:
+        await conn.close()
+    series = await _scrape(prefect_db, "running_heartbeats")
+    pool_queue = {"work_pool": "pool-z", "work_queue": "default"}
+    assert value(series, "prefect_db_running_runs", **pool_queue) == 5.0
+    assert value(series, "prefect_db_running_runs_heartbeat_stale", **pool_queue) == 2.0
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_zombie_input_reads_heartbeats_through_the_events_index(prefect_db: TestDatabase) -> None:
+    # Bounded, indexed reads: with 20,000 heartbeat events of 200 runs, the collector probes
+    # ix_events__event_resource_id_occurred per RUNNING run and never scans the events table.
+    conn = await admin_connect(prefect_db)
+    try:
+        pool = await seed.create_work_pool(conn, "pool-i", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+        first = await seed.create_flow_run(
+            conn, flow_id=flow, queue_id=pool.default_queue_id, state_type="RUNNING", state_age=600
+        )
+        template = await seed.add_heartbeat(conn, first, 30)
+        await conn.execute(
+            """
+            INSERT INTO events (id, occurred, event, resource_id, resource, related_resource_ids, related,
+                                payload, received, recorded, follows)
+            SELECT gen_random_uuid(), now() - make_interval(secs => n % 3600), e.event,
+                   'prefect.flow-run.' || gen_random_uuid()::text, e.resource, e.related_resource_ids,
+                   e.related, e.payload, e.received, e.recorded, e.follows
+            FROM events AS e CROSS JOIN generate_series(1, 20000) AS n
+            WHERE e.id = $1
+            """,
+            template,
+        )
+        await conn.execute("ANALYZE events")
+        sql = (QUERIES / "running_heartbeats.sql").read_text()
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql.rstrip().rstrip(';')}")
+    finally:
+        await conn.close()
+    nodes = list(_plan_nodes(json.loads(plan)[0]["Plan"]))
+    on_events = [n for n in nodes if n.get("Relation Name") == "events"]
+    assert on_events, "the plan reads no events"
+    assert not [n for n in on_events if n["Node Type"] == "Seq Scan"], on_events
+    assert any(n.get("Index Name") == "ix_events__event_resource_id_occurred" for n in on_events), on_events
+
+
+async def test_waiting_runs_input_counts_runs_that_need_a_worker_now(prefect_db: TestDatabase) -> None:
+    # PrefectWorkPoolNoOnlineWorkers pages only while runs wait: PENDING, or SCHEDULED and due, in
+    # unpaused queues. Future runs and runs of a paused queue wait for nobody.
+    conn = await admin_connect(prefect_db)
+    try:
+        pool = await seed.create_work_pool(conn, "pool-w", default_queue_last_polled_ago=5)
+        held = await seed.create_work_queue(conn, pool.id, "held", paused=True)
+        idle = await seed.create_work_pool(conn, "pool-idle", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+
+        async def run(queue_id: Any, state_type: str, next_scheduled_in: float | None = None) -> None:
+            await seed.create_flow_run(
+                conn,
+                flow_id=flow,
+                queue_id=queue_id,
+                state_type=state_type,
+                next_scheduled_in=next_scheduled_in,
+            )
+
+        await run(pool.default_queue_id, "PENDING")
+        await run(pool.default_queue_id, "SCHEDULED", -30)  # due
+        await run(pool.default_queue_id, "SCHEDULED", 600)  # later
+        await run(pool.default_queue_id, "RUNNING")
+        await run(held, "PENDING")
+        await run(idle.default_queue_id, "SCHEDULED", 3600)
+    finally:
+        await conn.close()
+    series = await _scrape(prefect_db, "work_pools")
+    assert value(series, "prefect_db_work_pool_waiting_runs", work_pool="pool-w") == 2.0
+    assert value(series, "prefect_db_work_pool_waiting_runs", work_pool="pool-idle") == 0.0

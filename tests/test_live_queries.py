@@ -277,6 +277,9 @@ async def test_every_panel_and_alert_expression(
             await wait_for(
                 prom, 'increase(prefect_db_flow_run_transitions_total{state_type="CRASHED"}[1m]) > 0'
             )
+            # A third crash once the second is counted: the crash storm of PrefectFlowRunsCrashing.
+            await seed.set_flow_run_state(trouble.setup, trouble.running[2], "CRASHED")
+            await wait_for(prom, 'prefect_db_flow_run_transitions_total{state_type="CRASHED"} >= 3')
             await wait_for(prom, f"prefect_db_deadlocks_total >= {DEADLOCKS}")
             await wait_for(
                 prom, f'increase(prefect_db_deadlocks_by_operation_total{{operation="{POLL}"}}[1m]) > 0'
