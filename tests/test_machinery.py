@@ -25,6 +25,7 @@ from helpers import Series, eventually, exporter_for, samples, scrape, target_fo
 
 from devtools import seed
 from devtools.pgcluster import TestDatabase
+from devtools.prefect_env import ALL_PREFECT_VERSIONS
 from exporter.config import DEFAULT_OPERATIONS_FILE
 from exporter.operations import load_operations
 from exporter.status import CollectorState
@@ -274,9 +275,14 @@ async def test_sessions_without_application_name_and_connections_per_application
 # 7. Leaked concurrency slots ----------------------------------------------------------------------
 
 
+# Deployment concurrency is 3.x only: on 2.x the collector is gated, which the every-collector test asserts.
+@pytest.mark.parametrize(
+    "any_prefect_db",
+    [v for v in ALL_PREFECT_VERSIONS if not v.startswith("2.")],
+    ids=lambda version: f"prefect-{version}",
+    indirect=True,
+)
 async def test_slots_held_with_no_runs_and_runs_awaiting_a_slot(any_prefect_db: TestDatabase) -> None:
-    if major(any_prefect_db) == 2:
-        pytest.skip("deployment concurrency is 3.x only; the collector is gated (see the core test)")
     async with admin(any_prefect_db) as conn:
         leaked = await troubles.leak_concurrency_slots(conn)
     series = await scrape_once(any_prefect_db, "concurrency_slot_leaks")
