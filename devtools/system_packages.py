@@ -89,8 +89,9 @@ def install(absent: Sequence[Need]) -> None:
     names = [n.package for n in absent]
     print(f"installing system packages: {' '.join(names)}", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *names], check=True, env=env)
+    # apt's progress goes to stderr: make stops with whatever `ensure` prints on stdout.
+    for args in (["update", "-q"], ["install", "-y", "-q", "--no-install-recommends", *names]):
+        subprocess.run(["apt-get", *args], check=True, env=env, stdout=sys.stderr)
 
 
 def ensure(env: Mapping[str, str]) -> int:

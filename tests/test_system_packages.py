@@ -126,3 +126,23 @@ def test_make_test_fails_a_skipped_test(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout
     assert "1 failed" in result.stdout
     assert "skipped under make test, which allows no skips: Skipped: no tool here" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install path runs as root only")
+def test_installing_as_root_keeps_apt_output_off_the_line_make_reads(tmp_path: Path) -> None:
+    """make stops with whatever `ensure` prints on stdout: apt-get's progress must go to stderr."""
+    env = fake_system(tmp_path / "system", without={"prometheus"})
+    del env["PPE_NO_INSTALL"]
+    prometheus = next(need for need in NEEDS if need.package == "prometheus")
+    made = " ".join(f"{env['PPE_SYSTEM_PATH']}/{command}" for command in prometheus.commands)
+    fake_apt = tmp_path / "apt" / "apt-get"
+    fake_apt.parent.mkdir()
+    fake_apt.write_text(
+        "#!/bin/sh\necho 'Reading package lists... Done'\n"
+        f'if [ "$1" = install ]; then for t in {made}; do\n'
+        '  printf "#!/bin/sh\\n" > "$t"; chmod 755 "$t"\ndone; fi\n'
+    )
+    fake_apt.chmod(0o755)
+    result = run_script({**env, "PATH": f"{fake_apt.parent}:{os.environ['PATH']}"}, "ensure")
+    assert (result.returncode, result.stdout) == (0, ""), result
+    assert "Reading package lists" in result.stderr
