@@ -35,3 +35,9 @@ def test_a_queue_family_may_grow_with_the_queues_and_nothing_else_may_grow() -> 
 def test_series_per_queue_and_per_pool() -> None:
     unit = per_unit_series(exposition_series(SMALL), pools=1, queues=2)
     assert unit == {"per_queue": 1.0, "per_pool": 1.0, "fixed": 1}
+
+
+def test_a_family_labelled_by_prefect_table_may_fill_the_table_list() -> None:
+    small = {"t": {"series": 7, "labels": ["relation", "target"]}}
+    assert series_growth(small, {"t": {"series": 30, "labels": ["relation", "target"]}}, 2, 5)["met"]
+    assert not series_growth(small, {"t": {"series": 500, "labels": ["relation", "target"]}}, 2, 5)["met"]
