@@ -80,7 +80,10 @@ def _flag(parser: argparse.ArgumentParser | Any, *names: str, dest: str, help: s
 
 def _builtin_collectors() -> str:
     try:
-        return ", ".join(c.name for c in load_catalog([DEFAULT_QUERY_DIR]).collectors)
+        return ", ".join(
+            c.name + ("" if c.enabled else " (off unless named)")
+            for c in load_catalog([DEFAULT_QUERY_DIR]).collectors
+        )
     except ExporterError:
         return "(the built-in catalog is invalid: run --check-config)"
 
@@ -93,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
             "Collectors: --collector.NAME runs collector NAME, --no-collector.NAME does not, beside the "
             f"config's collectors.include/exclude; from the environment, {COLLECTORS_ENABLE_ENV} and "
             f"{COLLECTORS_DISABLE_ENV} take comma-separated names. Built-in: {_builtin_collectors()}. "
-            "Every flag can be set by the environment variable named after it; the command line wins."
+            "Every flag can be set by the environment variable named after it; the command line wins. "
+            "Subcommand: 'prefect-db-exporter doctor' says what is wrong now and what to do "
+            "(see 'prefect-db-exporter doctor --help')."
         ),
     )
     source = parser.add_mutually_exclusive_group()

@@ -206,3 +206,9 @@ def test_the_command_line_and_the_doctor_start_without_the_web_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_help_names_the_doctor_and_the_opt_in_collectors() -> None:
+    text = cli._parser().format_help()
+    assert "prefect-db-exporter doctor" in text
+    assert "worker_heartbeats (off unless named)" in " ".join(text.split())
