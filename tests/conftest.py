@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -161,3 +162,17 @@ def plain_db(cluster: PgCluster, exporter_password: str) -> Iterator[TestDatabas
         yield db
     finally:
         cluster.drop_database(db.name)
+
+
+@pytest.fixture(autouse=True)
+def keep_root_logging() -> Iterator[None]:
+    """Give each test back the root logger's level it started with.
+
+    Commands run in process (``doctor``'s main calls ``setup_logging("error", …)``) set the root
+    level; without this, every later test's warnings were dropped before caplog saw them. (pytest
+    attaches its own capture handlers anew for each phase, so only the level needs restoring.)
+    """
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)

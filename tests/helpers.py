@@ -90,16 +90,6 @@ def exporter_for(
     return Exporter(config, catalog, classifier, releases)
 
 
-# The test databases do not CREATE EXTENSION pg_stat_statements (most Prefect databases have none):
-# collectors that read it are skipped there, with that reason.
-EXTENSION_VIEWS = frozenset({"pg_stat_statements"})
-
-
-def runnable_on_test_databases(catalog: Catalog) -> list[str]:
-    """The collectors that run on a test database: all but those reading an extension's view."""
-    return [c.name for c in catalog.collectors if not EXTENSION_VIEWS & set(c.requires.tables)]
-
-
 def parse(text: str) -> Series:
     """Parse an exposition into {(sample name, labels): value}."""
     series: Series = {}

@@ -640,9 +640,12 @@ def test_image_install_runs_the_exporter(tmp_path: Path) -> None:
         check=True,
     )
     assert located.stdout.strip() == str(site / "exporter" / "config.py")
-    assert sorted(p.name for p in (site / "exporter" / "queries").iterdir()) == sorted(
-        p.name for p in (REPO_ROOT / "queries").iterdir() if p.suffix in (".sql", ".yaml")
-    )
+    # Every collector, data file and diagnostic query of the repository, and nothing else.
+    shipped = site / "exporter" / "queries"
+    source = REPO_ROOT / "queries"
+    assert sorted(
+        str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.suffix in (".sql", ".yaml")
+    ) == sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.suffix in (".sql", ".yaml"))
 
     port = free_port()
     argv = [str(venv / "bin" / "prefect-db-exporter"), "--dsn", "postgresql://nobody@127.0.0.1:1/prefect"]
