@@ -7,7 +7,8 @@ it real and all of it on its shipped defaults:
   deploy/exporter-role.sql, and ``prefect server start`` on it (UI and analytics off, nothing else
   changed);
 * real ``prefect worker start --type process`` workers on the pool's one queue, with Prefect's default
-  poll (10 s) and heartbeat (30 s) intervals;
+  poll (10 s) and heartbeat (30 s) intervals (the healthy run on Prefect < 3.7: one worker on each
+  of two pools, see below);
 * the exporter as a user starts it: ``python -m exporter --dsn ...``, its DEFAULT configuration;
 * Debian's Prometheus with deploy/prometheus.yml (its intervals unchanged; only the target addresses
   and the rule file's path are this machine's) evaluating alerts/prefect-db-alerts.yml;
@@ -16,11 +17,22 @@ it real and all of it on its shipped defaults:
 
 Then it makes the trouble for real and waits for the notification:
 
-* ``deadlock``: 4 workers poll one queue of 20,000 deployments and 30 runs every second (the rows
-  are copied in SQL from a registered deployment, to save time); Prefect 2.18.1 to 3.6.x deadlocks on
-  it, so 3.1.15 only. (At Prefect's default 10 s polls the four UPDATEs only queued for 5 minutes.)
-  Start: the first ``deadlock detected`` in the PostgreSQL server log. ``deadlock_server_log`` is the
-  same with the exporter configured to read that log (its one change from the defaults).
+* ``deadlock``: 4 workers poll one queue of 20,000 READY deployments every second (Prefect 2.18.1 to
+  3.6.x deadlocks on it, so 3.1.15 only). What the storm is made of: each poll's background
+  ``mark_deployments_ready`` runs ``UPDATE deployment SET last_polled, status, updated=now() WHERE
+  ... work_queue_id IN (...)`` over all 20,000 rows, which locks them in scan order and moves every
+  row (``updated`` is indexed, so the update is not HOT); a poll that waited on another resumes on
+  the old row order while the next one walks the new order, and the two deadlock. Four workers at
+  1 s are the poll rate of forty at Prefect's default 10 s; four at 10 s deadlocked only while their
+  first polls coincided (3 deadlocks in the first 30 s, then none in two minutes, measured). The
+  rows are copied in SQL from a registered deployment, to save time, and inserted as a polled
+  fleet leaves them: READY, just polled. Inserted NOT_READY (as a new deployment is), the first
+  poll turns all 20,000 READY in one transaction that also builds one status event per deployment
+  (several SELECTs each, in the server's Python) while it holds every row lock: on this 2-core
+  machine that transaction sat idle in transaction for minutes, and every other poll waited behind
+  it until its statement timeout, with no deadlock at all (measured in three earlier runs).
+  Start: the first ``deadlock detected`` in the PostgreSQL server log. ``deadlock_server_log`` is
+  the same with the exporter configured to read that log (its one change from the defaults).
 * ``zombie``: the worker that runs a heartbeating flow run (30 s) and the run's processes are
   SIGKILLed; the run stays RUNNING. Start: the run's last heartbeat event.
 * ``pending``: a run whose infrastructure never starts the flow (its command is ``sleep``) stays
@@ -28,8 +40,17 @@ Then it makes the trouble for real and waits for the notification:
 * ``workers_gone``: every worker is SIGKILLed right after taking two such runs. Start: the kill.
 * ``crash_storm``: the processes of three RUNNING runs are SIGKILLed under live workers, which
   mark them CRASHED. Start: the first CRASHED state timestamp.
-* ``healthy``: workers alive and runs flowing for ``--healthy-minutes`` (Prefect >= 3.7 only, which
-  does not deadlock): no notification at all is the target.
+* ``healthy``: workers alive and runs flowing for ``--healthy-minutes``, a short run every minute and
+  a heartbeating 10-minute run every 5 minutes: no notification at all is the target. The fleet is
+  one that is healthy on the version. On Prefect >= 3.7, 4 workers on the one queue (3.7.0 locks the
+  poll's deployment rows in id order, so they wait on each other and never deadlock). On Prefect
+  < 3.7 (2.18.1 to 3.6.x), several workers polling one queue is Prefect's own poll-deadlock bug
+  (concurrent ``mark_deployments_ready`` UPDATEs lock the same rows in different orders), and the
+  exporter's ``PrefectWorkerPollContention{signal="risk"}`` ticket for several ONLINE workers on one
+  pool of such a release (once a poll rewrites more than 200 deployment rows) is right to fire
+  there; so the healthy fleet shares no queue: one worker on each of two pools (each pool with its
+  own default queue and its own ``hello`` and ``sleeper`` deployments), the runs alternating between
+  the pools.
 
 It prints met / not met for every target, writes bench/results/time_to_page.json and the timeline
 docs/img/time_to_page.png, and prints the Markdown table of docs/alerting.md. Each trouble costs two
@@ -70,6 +91,7 @@ from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster, free_port
 from devtools.prefect_env import REPO_ROOT, ensure_prefect, migrate
 from devtools.promstack import Alertmanager, Delivery, Prometheus, WebhookReceiver
+from devtools.waiting import until
 
 ALERTS_FILE = REPO_ROOT / "alerts" / "prefect-db-alerts.yml"
 ALERTMANAGER_FILE = REPO_ROOT / "deploy" / "alertmanager.yml"
@@ -79,6 +101,8 @@ RESULTS_FILE = REPO_ROOT / "bench" / "results" / "time_to_page.json"
 TIMELINE_PNG = REPO_ROOT / "docs" / "img" / "time_to_page.png"
 
 VERSIONS = ("3.1.15", "3.9.1")
+# The second pool of the healthy fleet on Prefect < 3.7 (one worker per pool, no shared queue).
+POOL_B = "bench-pool-b"
 TROUBLES = ("deadlock", "deadlock_server_log", "zombie", "pending", "workers_gone", "crash_storm", "healthy")
 POOL = "bench-pool"
 EXPORTER_ROLE = "prefect_exporter"
@@ -175,8 +199,8 @@ def alertmanager_config(hook: WebhookReceiver) -> dict[str, Any]:
     return config
 
 
-def deployments(version: str, venv: Path) -> dict[str, Any]:
-    """The pool and deployments register.py creates: sleeper (heartbeats), hello, stuck."""
+def sleeper_job_variables(version: str, venv: Path) -> dict[str, Any]:
+    """Job variables that make the sleeper's run heartbeat every HEARTBEAT_SECONDS on ``version``."""
     if version.startswith(("3.1.", "3.2.", "3.3.", "3.4.", "3.5.")):
         # Before 3.6.13 only a Runner sends heartbeats; a worker's default command does not.
         sleeper_vars: dict[str, Any] = {
@@ -185,6 +209,12 @@ def deployments(version: str, venv: Path) -> dict[str, Any]:
         }
     else:
         sleeper_vars = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}
+    return sleeper_vars
+
+
+def deployments(version: str, venv: Path) -> dict[str, Any]:
+    """The pool and deployments register.py creates: sleeper (heartbeats), hello, stuck."""
+    sleeper_vars = sleeper_job_variables(version, venv)
     return {
         "pool": POOL,
         "deployments": [
@@ -227,11 +257,11 @@ class Stack:
         ids: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
         return ids
 
-    def start_worker(self, name: str, settings: dict[str, str] | None = None) -> None:
-        """A process worker on the pool with Prefect's default intervals, or ``settings``."""
+    def start_worker(self, name: str, settings: dict[str, str] | None = None, pool: str = POOL) -> None:
+        """A process worker on ``pool`` with Prefect's default intervals, or ``settings``."""
         env = {**self.prefect.client_env(), "PREFECT_LOGGING_LEVEL": "INFO", **(settings or {})}
         argv = [str(self.prefect.venv / "bin" / "prefect"), "worker", "start"]
-        argv += ["--pool", POOL, "--name", name, "--type", "process"]
+        argv += ["--pool", pool, "--name", name, "--type", "process"]
         self.procs.start(name, argv, env, self.prefect.workdir)
         self.workers.append(name)
 
@@ -274,18 +304,6 @@ class Stack:
 
     def kill_worker(self, name: str) -> None:
         self.procs.stop(name, grace=0)
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float, interval: float = 1.0) -> Any:
-    """Await ``check()`` until it returns something truthy; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(interval)
 
 
 def flow_run_pids(flow_run_id: str) -> list[int]:
@@ -520,12 +538,11 @@ async def workers_at_least(stack: Stack, count: int) -> bool:
 async def trouble_deadlock(stack: Stack, outcome: Outcome) -> None:
     copies = await copy_deployments(stack, DEPLOYMENT_COPIES)
     outcome.facts["deployments_on_the_queue"] = copies
-    # Polls every second: with Prefect's default 10 s polls the four 20,000-row UPDATEs queued
-    # behind each other for 5 minutes without a deadlock (measured). With 30 runs on the queue as
-    # well, a server session stayed idle in transaction holding a deployment row and every poll
-    # UPDATE waited behind it until its statement timeout: no deadlock either (measured).
+    # Polls every second: four workers at 1 s poll as often as forty at the default 10 s. At 10 s
+    # the four deadlocked only while their first polls coincided (3, then none; measured).
     outcome.facts["runs_on_the_queue"] = 0
     outcome.facts["worker_settings"] = POLL_FAST
+    outcome.facts["deployment_status_at_start"] = "READY"
     log_offset = stack.cluster.log_path.stat().st_size
     with AlertWatch(stack.prometheus) as watch:
         for n in range(1, 5):
@@ -562,7 +579,13 @@ async def first_deadlock(stack: Stack, offset: int) -> float | None:
 
 
 async def copy_deployments(stack: Stack, count: int) -> int:
-    """Copy the sleeper deployment ``count`` times onto its queue (the poll rewrites them all)."""
+    """Copy the sleeper deployment ``count`` times onto its queue (the poll rewrites them all).
+
+    The copies are READY and just polled, as the deployments of a queue that workers poll are. As
+    NOT_READY, the first poll would flip them all in one transaction that builds a status event per
+    deployment while it holds all their row locks (minutes here): every other poll then fails by
+    statement timeout behind it, and nothing deadlocks.
+    """
     columns = [
         r["column_name"]
         for r in await stack.conn.fetch(
@@ -570,7 +593,12 @@ async def copy_deployments(stack: Stack, count: int) -> int:
             " WHERE table_schema = current_schema() AND table_name = 'deployment' ORDER BY ordinal_position"
         )
     ]
-    fresh = {"id": "gen_random_uuid()", "name": "'copy-' || n"}
+    fresh = {
+        "id": "gen_random_uuid()",
+        "name": "'copy-' || n",
+        "status": "'READY'::deployment_status",
+        "last_polled": "now()",
+    }
     select = ", ".join(fresh.get(c, f'd."{c}"') for c in columns)
     quoted = ", ".join(f'"{c}"' for c in columns)
     await stack.conn.execute(
@@ -702,27 +730,77 @@ async def all_have_pids(runs: list[str]) -> bool:
     return all(flow_run_pids(run) for run in runs)
 
 
+def polls_deadlock(version: str) -> bool:
+    """Whether several workers polling one queue deadlock on ``version`` (fixed in 3.7.0)."""
+    major, minor = (int(p) for p in version.split(".")[:2])
+    return (major, minor) < (3, 7)
+
+
+def healthy_fleet(version: str) -> list[tuple[str, str]]:
+    """(worker, pool) of the healthy run on ``version``: a fleet that is healthy on that release.
+
+    Prefect >= 3.7 locks the poll's deployment rows in id order: 4 workers share the one queue.
+    Before 3.7 workers sharing a queue is Prefect's poll-deadlock bug (and the exporter's
+    PrefectWorkerPollContention risk ticket, rightly), so one worker on each of two pools.
+    """
+    if polls_deadlock(version):
+        return [("worker-a", POOL), ("worker-b", POOL_B)]
+    return [(f"worker-{n}", POOL) for n in range(1, 5)]
+
+
 async def trouble_healthy(stack: Stack, outcome: Outcome, minutes: float) -> None:
-    # 4 workers on the one queue (Prefect >= 3.7 locks the poll's rows in order: no deadlocks), a
-    # short run every minute and a heartbeating 10-minute run started every 5 minutes.
-    for n in range(1, 5):
-        stack.start_worker(f"worker-{n}")
-    await until("4 workers online", lambda: workers_at_least(stack, 4), 180, 2)
-    outcome.start, outcome.start_what = time.time(), "4 workers online"
+    # The version's healthy fleet (healthy_fleet), a short run every minute and a heartbeating
+    # 10-minute run started every 5 minutes, alternating between the pools when there are two.
+    fleet = healthy_fleet(stack.version)
+    pools = sorted({pool for _, pool in fleet}, key=lambda p: (p != POOL, p))
+    runs_of = {POOL: ("hello", "sleeper")}
+    if POOL_B in pools:
+        config = {
+            "pool": POOL_B,
+            "deployments": [
+                {
+                    "name": "sleeper-b",
+                    "entrypoint": "flows.py:sleeper",
+                    "job_variables": sleeper_job_variables(stack.version, stack.prefect.venv),
+                },
+                {"name": "hello-b", "entrypoint": "flows.py:hello"},
+            ],
+        }
+        stack.ids.update(await asyncio.to_thread(stack.register, config))
+        runs_of[POOL_B] = ("hello-b", "sleeper-b")
+    for name, pool in fleet:
+        stack.start_worker(name, pool=pool)
+    await until(f"{len(fleet)} workers online", lambda: workers_at_least(stack, len(fleet)), 180, 2)
+    outcome.start = time.time()
+    outcome.start_what = f"{len(fleet)} workers online"
+    if len(pools) > 1:
+        outcome.start_what += f", one on each of {len(pools)} pools"
     outcome.target_seconds, outcome.target_what = 0.0, f"0 notifications in {minutes:g} minutes"
+    outcome.facts["fleet"] = {name: pool for name, pool in fleet}
     end = outcome.start + minutes * 60
     minute = 0
+    created: list[str] = []
     with AlertWatch(stack.prometheus) as watch:
         while time.time() < end:
-            await stack.runs("hello", 1)
+            hello, _ = runs_of[pools[minute % len(pools)]]
+            created += await stack.runs(hello, 1)
             if minute % 5 == 0:
-                await stack.runs("sleeper", 1)
+                _, sleeper = runs_of[pools[(minute // 5) % len(pools)]]
+                created += await stack.runs(sleeper, 1)
             minute += 1
             await asyncio.sleep(max(0.0, min(60.0, end - time.time())))
         await asyncio.sleep(30)  # one group_wait for anything that fired at the very end
         outcome.facts["completed_runs"] = await stack.conn.fetchval(
             "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"
         )
+        outcome.facts["runs_by_state"] = {
+            r["type"]: r["n"]
+            for r in await stack.conn.fetch(
+                "SELECT state_type::text AS type, count(*) AS n FROM flow_run"
+                " WHERE id = ANY($1::uuid[]) GROUP BY 1 ORDER BY 1",
+                created,
+            )
+        }
         outcome.facts["deadlocks"] = await stack.conn.fetchval(
             "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
         )
@@ -765,11 +843,8 @@ TROUBLE_FUNCTIONS: dict[str, Callable[[Stack, Outcome], Awaitable[None]]] = {
 
 def applies(trouble: str, version: str) -> str | None:
     """Why a trouble is not run on a version, or None."""
-    major, minor = (int(p) for p in version.split(".")[:2])
-    if trouble.startswith("deadlock") and (major, minor) >= (3, 7):
+    if trouble.startswith("deadlock") and not polls_deadlock(version):
         return "Prefect 3.7.0 locks the poll's rows in id order: several workers wait, never deadlock"
-    if trouble == "healthy" and (major, minor) < (3, 7):
-        return "4 workers on one queue deadlock on Prefect < 3.7 by design: the healthy run uses >= 3.7"
     return None
 
 

@@ -54,6 +54,7 @@ from aiohttp import ClientSession
 from conftest import EXPORTER_ROLE, apply_role_script, uncaptured
 from helpers import Series, parse, serving, target_for, value
 
+from devtools import waiting
 from devtools.capture_statements import CLIENT_PY, SERVER_SETTINGS, Prefect, Processes, tail
 from devtools.pgcluster import PgCluster, TestDatabase, free_port
 from devtools.prefect_env import ensure_prefect, migrate
@@ -142,14 +143,7 @@ async def until(
     what: str, check: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 1.0
 ) -> T:
     """Await ``check()`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(interval)
+    return await waiting.until(what, check, timeout, interval, AssertionError)
 
 
 # Copies of the rules and the Alertmanager config ---------------------------------------------------
