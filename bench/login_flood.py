@@ -33,7 +33,7 @@ import bcrypt
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.cluster import EXPORTER_PASSWORD, PREFECT_VERSION, bench_dir, ensure_cluster, progress
-from bench.run import EXPORTER_CLI, PASSWORD_ENV, percentile, summary, write_config
+from bench.run import EXPORTER_CLI, PASSWORD_ENV, percentile, stop_process, summary, write_config
 from devtools.paths import ROLE_SCRIPT
 from devtools.pgcluster import PgCluster, free_port
 from devtools.prefect_env import ensure_template
@@ -71,11 +71,7 @@ def exporter_process(cluster: PgCluster, port: int) -> Iterator[subprocess.Popen
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -4,9 +4,8 @@
 then times ``prometheus_client.generate_latest`` over the catalog's metric families (the reference,
 ``devtools.reference_exposition``, fed with the samples read back from the exporter's text) against
 the exporter's way: writing each result's sample lines
-(``exporter.textformat.SampleWriter``, once per result as it arrives: with new writers, as after a
-start, and with writers that kept the label text of the previous run) and joining them at scrape time
-(``exporter.exposition.data_text``). It checks that both produce the same bytes.
+(``exporter.textformat.SampleWriter``, once per result as it arrives) and joining them at scrape time
+(``exporter.exposition.data_segments``). It checks that both produce the same bytes.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ from bench.cluster import ensure_cluster, progress
 from bench.run import write_config
 from devtools.pgcluster import free_port
 from devtools.reference_exposition import catalog_series, reference_text
+from exporter import segments
 from exporter.config import load_config
-from exporter.exposition import data_text
+from exporter.exposition import data_segments
 from exporter.registry import Exporter
 from exporter.textformat import SampleWriter
 
@@ -43,33 +43,29 @@ async def probe(dbname: str, rounds: int) -> None:
     config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
     exporter = Exporter.from_config(config)
     try:
-        text = (await exporter.scrape()).decode()
+        text = (await exporter.scrape()).body().decode()
         catalog, status = exporter.catalog, exporter.status()
         names = [t.name for t in status.targets]
         series = catalog_series(catalog, text)
         reference_ms, reference = timed(lambda: reference_text(catalog, series, names), rounds)
 
         metrics = [metric for spec in catalog.collectors for metric in spec.metrics]
-        kept = {(t, m.name): SampleWriter(m, t) for t in names for m in metrics}
+        writers = {(t, m.name): SampleWriter(m, t) for t in names for m in metrics}
 
-        def write_lines(new_writers: bool) -> str:
+        def write_lines() -> str:
             return "".join(
-                (SampleWriter(metric, target) if new_writers else kept[(target, metric.name)]).write(
-                    series.get((target, metric.name), {})
-                )
+                writers[(target, metric.name)].write(series.get((target, metric.name), {}).items())
                 for target in names
                 for metric in metrics
             )
 
-        new_ms, _ = timed(lambda: write_lines(True), rounds)
-        kept_ms, _ = timed(lambda: write_lines(False), rounds)
-        join_ms, joined = timed(lambda: data_text(catalog, status), rounds)
+        write_ms, _ = timed(write_lines, rounds)
+        join_ms, joined = timed(lambda: segments.join(data_segments(catalog, status)).decode(), rounds)
         samples = sum(1 for line in reference.splitlines() if not line.startswith("#"))
         print(f"{samples} samples, {len(reference)} bytes; identical output: {reference == joined}")
         print(f"families + generate_latest:                  median {reference_ms:6.2f} ms")
-        print(f"sample lines, new writers (first refresh):   median {new_ms:6.2f} ms")
-        print(f"sample lines, writers kept (later refreshes): median {kept_ms:6.2f} ms")
-        print(f"data_text, joining the lines (per scrape):   median {join_ms:6.2f} ms")
+        print(f"sample lines, as each result arrives:        median {write_ms:6.2f} ms")
+        print(f"data_segments, joined (per scrape):         median {join_ms:6.2f} ms")
     finally:
         await exporter.close()
 

@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ from devtools.pgcluster import PgCluster, free_port
 from exporter.catalog import Catalog, CollectorSpec, load_catalog
 from exporter.config import DEFAULT_OPERATIONS_FILE, DEFAULT_QUERY_DIR, load_config
 from exporter.database import TargetDatabase
-from exporter.exposition import render
+from exporter.exposition import render, render_parts
 from exporter.gates import unmet_requirement
 from exporter.labels import PREFECT_TABLES
 from exporter.operations import load_operations
@@ -77,6 +79,10 @@ PASSWORD_ENV = "BENCH_EXPORTER_PASSWORD"
 POSTGRES_EXPORTER = "prometheus-postgres-exporter"
 EXPORTER_CLI = REPO_ROOT / ".venv" / "bin" / "prefect-db-exporter"
 TOP_PLANS = 3
+# How long after telling an exporter to re-run every collector its scrape starts, and the pause after
+# each scrape (a refresh takes 40-200 ms).
+REFRESH_LEAD = 0.002
+ROUND_PAUSE = 0.5
 # No collector reads more rows of a history table than this in one run (a page of new rows is 10,000).
 HISTORY_ROWS_LIMIT = 100_000
 
@@ -284,12 +290,36 @@ ON CONFLICT DO NOTHING
 """
 
 
+# What the live workers of a running installation write: every POLL_SECONDS their queues' poll time
+# (Prefect's default query interval), every HEARTBEAT_SECONDS their heartbeats (the data's
+# heartbeat_interval_seconds). Only rows that were live when the data was brought to the present
+# (polled or heard from within LIVE_WINDOW); dead pools, dead workers and never-polled queues stay
+# as they are. Prefect's poll also rewrites the polled queues' deployment rows (last_polled,
+# status); that write is left out (50,000 row updates per poll round would load the benchmark
+# machine, and no collector decides a deployment's staleness without its queue's poll time).
+POLL_SECONDS = 10.0
+HEARTBEAT_SECONDS = 30.0
+LIVE_WINDOW = "10 minutes"
+POLL_SQL = f"""
+UPDATE work_queue SET last_polled = clock_timestamp()
+WHERE last_polled > clock_timestamp() - interval '{LIVE_WINDOW}'
+"""
+HEARTBEAT_SQL = f"""
+UPDATE worker SET last_heartbeat_time = clock_timestamp()
+WHERE last_heartbeat_time > clock_timestamp() - interval '{LIVE_WINDOW}' AND status = 'ONLINE'
+"""
+
+
 class LiveWriter:
-    """Writes flow-run state transitions at Prefect's rate, so that recent rows exist as in production.
+    """Writes flow-run state transitions at Prefect's rate, and polls as live workers do.
 
     A static copy of a database has no state row in the last minute once a few minutes have passed,
     so the incremental ``flow_run_transitions`` collector would read nothing. The writer back-fills the
-    last minute, then adds two state rows every 1 / ``TRANSITIONS_PER_SECOND`` * 2 seconds.
+    last minute, then adds two state rows every 1 / ``TRANSITIONS_PER_SECOND`` * 2 seconds. Without
+    polls every queue and worker would look dead a minute after the data was brought to the present
+    (the foreman's and the workers' collectors would measure a dead installation): it refreshes the
+    poll times of the live queues every ``POLL_SECONDS`` and the heartbeats of the live workers
+    every ``HEARTBEAT_SECONDS`` (``POLL_SQL``, ``HEARTBEAT_SQL``).
     """
 
     def __init__(self, cluster: PgCluster, dbname: str, history_runs: int) -> None:
@@ -308,8 +338,14 @@ class LiveWriter:
 
     async def _loop(self, conn: asyncpg.Connection, interval: float) -> None:
         """Write until cancelled."""
+        due = {POLL_SQL: 0.0, HEARTBEAT_SQL: 0.0}
+        every = {POLL_SQL: POLL_SECONDS, HEARTBEAT_SQL: HEARTBEAT_SECONDS}
         try:
             while True:
+                for sql, at in due.items():
+                    if time.monotonic() >= at:
+                        await conn.execute(sql)
+                        due[sql] = time.monotonic() + every[sql]
                 await asyncio.sleep(interval)
                 await conn.execute(TRANSITION_SQL, 0.0, self.history_runs)
                 self.rows += 2
@@ -456,11 +492,13 @@ async def explain_analyze(cluster: PgCluster, dbname: str, specs: Sequence[Colle
 
 
 @asynccontextmanager
-async def served_exporter(cluster: PgCluster, dbname: str) -> Any:
-    """Serve the real exporter (sampler off) for one database on a free port; yield (exporter, url)."""
+async def in_process_exporter(cluster: PgCluster, dbname: str) -> AsyncIterator[tuple[Exporter, str]]:
+    """Serve the real exporter (sampler off) in this process on a free port; yield (exporter, url).
+
+    For the cold start, which watches the exporter's own state; scrape timings use ``served_exporter``.
+    """
     port = free_port()
-    config = load_config(write_config(cluster, dbname, port=port, sampler=False))
-    exporter = Exporter.from_config(config)
+    exporter = Exporter.from_config(load_config(write_config(cluster, dbname, port=port, sampler=False)))
     runner = web.AppRunner(make_app(exporter), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -469,6 +507,33 @@ async def served_exporter(cluster: PgCluster, dbname: str) -> Any:
         yield exporter, f"http://127.0.0.1:{port}/metrics"
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def served_exporter(cluster: PgCluster, dbname: str) -> Iterator[tuple[int, str]]:
+    """Run the real exporter (``bench.served``, sampler off) in its own process; yield (pid, url)."""
+    port = free_port()
+    path = write_config(cluster, dbname, port=port, sampler=False)
+    env = {**os.environ, PASSWORD_ENV: EXPORTER_PASSWORD}
+    log = (bench_dir() / f"exporter-{dbname}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.served", str(path)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        yield process.pid, f"http://127.0.0.1:{port}/metrics"
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager
@@ -488,11 +553,7 @@ def postgres_exporter(cluster: PgCluster, dbname: str) -> Iterator[tuple[int, st
     try:
         yield process.pid, f"http://127.0.0.1:{port}/metrics"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 
@@ -507,14 +568,15 @@ def install_postgres_exporter() -> str:
     return binary
 
 
-async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> str:
-    """GET ``url`` until it answers 200; return the body."""
+async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
+    """GET ``url`` until it answers 200."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             async with session.get(url) as response:
+                await response.read()
                 if response.status == 200:
-                    return await response.text()
+                    return
         except aiohttp.ClientError:
             pass
         if time.monotonic() > deadline:
@@ -522,14 +584,24 @@ async def wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 3
         await asyncio.sleep(0.2)
 
 
-async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, str]:
-    """GET ``url`` and return (milliseconds, body)."""
+# What Prometheus sends; the body is timed as it arrives (to its last byte), not decompressed by
+# this client: what is measured is the exporter's answer, for ours and postgres_exporter alike.
+SCRAPE_HEADERS = {"Accept-Encoding": "gzip"}
+
+
+async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes]:
+    """GET ``url`` and return (milliseconds to the last byte, body as sent)."""
     started = time.perf_counter()
-    async with session.get(url) as response:
-        body = await response.text()
+    async with session.get(url, headers=SCRAPE_HEADERS) as response:
+        body = await response.read()
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}")
     return (time.perf_counter() - started) * 1000, body
+
+
+def exposition_text(body: bytes) -> str:
+    """The text of a scrape's body, gzipped or not."""
+    return (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).decode()
 
 
 async def bench_scrapes(
@@ -537,90 +609,85 @@ async def bench_scrapes(
 ) -> dict[str, Any]:
     """Full scrapes of our exporter on every database and of postgres_exporter, in alternating rounds.
 
-    postgres_exporter scrapes the 1.0 database and, when present, the live-scale one.
+    Each exporter is a process of its own, as users run it. postgres_exporter scrapes the 1.0 database
+    and, when present, the live-scale one.
     """
     os.environ[PASSWORD_ENV] = EXPORTER_PASSWORD
     results: dict[str, Any] = {}
     theirs = {key: name for key, name in databases.items() if key in ("1.0", "live")}
-    async with aiohttp.ClientSession() as session, AsyncExitStack() as stack:
-        served: dict[str, tuple[Exporter, str]] = {
-            key: await stack.enter_async_context(served_exporter(cluster, db))
-            for key, db in databases.items()
-        }
-        pg = {key: stack.enter_context(postgres_exporter(cluster, db)) for key, db in theirs.items()}
-        # name -> (url, exporter that re-runs every collector while it is scraped, or None).
-        plan: dict[str, tuple[str, Exporter | None]] = {
-            f"ours@{key}": (url, exporter) for key, (exporter, url) in served.items()
-        }
-        # Between two full refreshes of the same exporter: nothing runs while it answers.
-        plan["ours@1.0 within TTL"] = (served["1.0"][1], None)
-        for key, (_, url) in pg.items():
-            plan[f"postgres_exporter@{key}"] = (url, None)
-        for url, _ in plan.values():
-            await wait_http(session, url)
-        times: dict[str, list[float]] = {name: [] for name in plan}
-        bodies: dict[str, str] = {}
-        failures: dict[str, set[str]] = {name: set() for name in plan}
-        names = ", ".join(plan)
-        progress(f"full scrapes: {warmup} warm-up + {scrapes} alternating rounds of {names}")
-        for round_number in range(warmup + scrapes):
-            for name, (url, exporter) in plan.items():
-                # The worst moment for a scrape: every collector's TTL has just run out and all of
-                # them run again in the background, on the same event loop, while it is answered.
-                refreshing = asyncio.ensure_future(run_every_collector(exporter)) if exporter else None
-                elapsed, body = await timed_get(session, url)
-                if refreshing is not None:
-                    await refreshing
-                failures[name].update(failed_collectors(body))
-                if round_number >= warmup:
-                    times[name].append(elapsed)
-                bodies[name] = body
-            if (round_number + 1) % 10 == 0:
-                progress(f"full scrapes: round {round_number + 1}/{warmup + scrapes}")
-        pg_memory = {key: proc_memory_kb(pid) for key, (pid, _) in pg.items()}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        with ExitStack() as stack:
+            served = {key: stack.enter_context(served_exporter(cluster, db)) for key, db in databases.items()}
+            pg = {key: stack.enter_context(postgres_exporter(cluster, db)) for key, db in theirs.items()}
+            # name -> (url, pid of an exporter told to re-run every collector just before, or None).
+            plan: dict[str, tuple[str, int | None]] = {
+                f"ours@{key}": (url, pid) for key, (pid, url) in served.items()
+            }
+            # Between two full refreshes of the same exporter: nothing runs while it answers.
+            plan["ours@1.0 within TTL"] = (served["1.0"][1], None)
+            for key, (_, url) in pg.items():
+                plan[f"postgres_exporter@{key}"] = (url, None)
+            for url, _ in plan.values():
+                await wait_http(session, url, 60)
+            times: dict[str, list[float]] = {name: [] for name in plan}
+            bodies: dict[str, bytes] = {}
+            failures: dict[str, set[str]] = {name: set() for name in plan}
+            names = ", ".join(plan)
+            progress(f"full scrapes: {warmup} warm-up + {scrapes} alternating rounds of {names}")
+            for round_number in range(warmup + scrapes):
+                for name, (url, pid) in plan.items():
+                    if pid is not None:
+                        # The worst moment for a scrape: every collector's TTL has just run out and
+                        # all of them run again in the background, in the process that answers it.
+                        os.kill(pid, signal.SIGUSR1)
+                        await asyncio.sleep(REFRESH_LEAD)
+                    elapsed, body = await timed_get(session, url)
+                    if round_number >= warmup:
+                        times[name].append(elapsed)
+                    bodies[name] = body
+                    # Let a refresh end before the next exporter's turn: each is timed on its own.
+                    await asyncio.sleep(ROUND_PAUSE)
+                if (round_number + 1) % 10 == 0:
+                    progress(f"full scrapes: round {round_number + 1}/{warmup + scrapes}")
+            pg_memory = {key: proc_memory_kb(pid) for key, (pid, _) in pg.items()}
         for name, values in times.items():
-            body = bodies[name]
+            text = exposition_text(bodies[name])
+            failures[name].update(failed_collectors(text))
             results[name] = {
                 **summary(values),
-                "samples": sum(1 for line in body.splitlines() if line and not line.startswith("#")),
-                "bytes": len(body.encode()),
+                "samples": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
+                "bytes": len(text.encode()),
+                "bytes_sent": len(bodies[name]),
                 "failed_collectors": sorted(failures[name]),
             }
-        results["ours@1.0 breakdown"] = await scrape_breakdown(served["1.0"][0], scrapes)
-        for key, memory in pg_memory.items():
-            results[f"postgres_exporter@{key}"]["rss_mb"] = round(memory.get("VmRSS", 0) / 1024, 1)
+    results["ours@1.0 breakdown"] = await scrape_breakdown(cluster, main_db, scrapes)
+    for key, memory in pg_memory.items():
+        results[f"postgres_exporter@{key}"]["rss_mb"] = round(memory.get("VmRSS", 0) / 1024, 1)
     return results
 
 
-async def run_every_collector(exporter: Exporter) -> None:
-    """Run every enabled collector of every target once more, at once (as when their TTLs run out)."""
-    await asyncio.gather(
-        *(
-            target.run_once(c.name)
-            for target in exporter.targets.values()
-            for c in target.status().collectors
-            if c.enabled
-        )
-    )
-
-
-async def scrape_breakdown(exporter: Exporter, rounds: int) -> dict[str, Any]:
+async def scrape_breakdown(cluster: PgCluster, dbname: str, rounds: int) -> dict[str, Any]:
     """Split an uncached in-process scrape into refresh (queries and samples) and rendering."""
+    config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
+    exporter = Exporter.from_config(config)
     refresh_ms: list[float] = []
     render_ms: list[float] = []
-    for _ in range(rounds):
-        for target in exporter.targets.values():
-            target.runs.forget_results()
-        started = time.perf_counter()
-        await exporter.refresh(exporter.config.scrape_timeout)
-        refreshed = time.perf_counter()
-        render(exporter.catalog, exporter.status())
-        rendered = time.perf_counter()
-        refresh_ms.append((refreshed - started) * 1000)
-        render_ms.append((rendered - refreshed) * 1000)
+    try:
+        for _ in range(rounds):
+            for target in exporter.targets.values():
+                target.runs.forget_results()
+            started = time.perf_counter()
+            await exporter.refresh(exporter.config.scrape_timeout)
+            refreshed = time.perf_counter()
+            render_parts(exporter.catalog, exporter.status()).gzipped()
+            rendered = time.perf_counter()
+            refresh_ms.append((refreshed - started) * 1000)
+            render_ms.append((rendered - refreshed) * 1000)
+    finally:
+        await exporter.close()
     return {
         "refresh_median_ms": round(statistics.median(refresh_ms), 2),
-        "render_median_ms": round(statistics.median(render_ms), 2),
+        "render_gzip_median_ms": round(statistics.median(render_ms), 2),
         "n": rounds,
     }
 
@@ -715,7 +782,7 @@ async def bench_cold_start(cluster: PgCluster, dbname: str) -> dict[str, Any]:
     page_cache = drop_page_cache()
     cluster.start(timeout=120)
     os.environ[PASSWORD_ENV] = EXPORTER_PASSWORD
-    async with aiohttp.ClientSession() as session, served_exporter(cluster, dbname) as (exporter, url):
+    async with aiohttp.ClientSession() as session, in_process_exporter(cluster, dbname) as (exporter, url):
         started = time.perf_counter()
         first_scrape_ms, body = await timed_get(session, url)
         while True:
@@ -735,7 +802,7 @@ async def bench_cold_start(cluster: PgCluster, dbname: str) -> dict[str, Any]:
     return {
         "page_cache": page_cache,
         "first_scrape_ms": round(first_scrape_ms, 1),
-        "first_scrape_collectors_failed": failed_collectors(body),
+        "first_scrape_collectors_failed": failed_collectors(exposition_text(body)),
         "first_collection_ms": round(first_collection_ms, 1),
         "scrape_timeout_s": timeout,
     }
@@ -866,18 +933,15 @@ async def bench_rss(cluster: PgCluster, dbname: str, warm_scrapes: int) -> dict[
                 await timed_get(session, url)
                 await asyncio.sleep(0.1)
             await asyncio.sleep(16)  # past the 15 s TTL: the next scrapes run every collector again
-            body = ""
+            raw = b""
             for _ in range(warm_scrapes):
-                _, body = await timed_get(session, url)
+                _, raw = await timed_get(session, url)
                 await asyncio.sleep(0.1)
             memory = proc_memory_kb(process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
+    body = exposition_text(raw)
     reported = metric_value(body, "process_resident_memory_bytes")
     return {
         "process_resident_memory_mb": round(reported / 2**20, 1) if reported else None,
@@ -1104,7 +1168,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"In process at scale 1.0: refresh (queries + samples) {breakdown['refresh_median_ms']} ms, "
-            f"rendering the exposition {breakdown['render_median_ms']} ms (medians).",
+            f"rendering and gzipping the exposition {breakdown['render_gzip_median_ms']} ms (medians).",
         ]
     sampler = results["sampler"]
     lines += [
@@ -1190,6 +1254,30 @@ def prepare(cluster: PgCluster, builds: Sequence[Build], force: bool) -> dict[st
 BUILDS = {build.key: build for build in (Build.history(1.0), Build.history(0.1), LIVE_BUILD)}
 
 
+@asynccontextmanager
+async def live_writers(cluster: PgCluster, databases: dict[str, str]) -> AsyncIterator[None]:
+    """Run a ``LiveWriter`` on every database (scale -> name) while the block runs."""
+    writers = [
+        LiveWriter(cluster, name, Sizes.for_scale(BUILDS[key].scale).history_runs)
+        for key, name in databases.items()
+    ]
+    for writer in writers:
+        await writer.start()
+    try:
+        yield
+    finally:
+        for writer in writers:
+            await writer.stop()
+
+
+async def only_collectors(
+    cluster: PgCluster, databases: dict[str, str], catalog: Catalog, runs: int, warmup: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``--collectors``: the per-collector figures, with the live writers running as in a full run."""
+    async with live_writers(cluster, databases):
+        return await bench_collectors(cluster, databases, catalog, runs, warmup)
+
+
 async def measure(cluster: PgCluster, databases: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """Take every measurement; return the results document."""
     catalog = load_catalog([DEFAULT_QUERY_DIR])
@@ -1202,17 +1290,8 @@ async def measure(cluster: PgCluster, databases: dict[str, str], args: argparse.
         "settings": {"runs": args.runs, "scrapes": args.scrapes, "warmup": args.warmup},
         "scales": {},
     }
-    writers = [
-        LiveWriter(cluster, name, Sizes.for_scale(BUILDS[key].scale).history_runs)
-        for key, name in databases.items()
-    ]
-    for writer in writers:
-        await writer.start()
-    try:
+    async with live_writers(cluster, databases):
         await measure_all(cluster, databases, args, catalog, results)
-    finally:
-        for writer in writers:
-            await writer.stop()
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = targets_met(results)
     return results
@@ -1306,7 +1385,7 @@ def main(argv: list[str] | None = None) -> None:
     databases = prepare(cluster, builds, args.force)
     if args.collectors:
         catalog = load_catalog([DEFAULT_QUERY_DIR]).select(args.collectors.split(","), [])
-        only = asyncio.run(bench_collectors(cluster, databases, catalog, args.runs, args.warmup))
+        only = asyncio.run(only_collectors(cluster, databases, catalog, args.runs, args.warmup))
         print(collectors_table(only))
         return
     results = asyncio.run(measure(cluster, databases, args))

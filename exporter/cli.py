@@ -49,6 +49,10 @@ COLLECTORS_ENABLE_ENV = f"{ENV_PREFIX}COLLECTORS_ENABLE"
 COLLECTORS_DISABLE_ENV = f"{ENV_PREFIX}COLLECTORS_DISABLE"
 DEFAULT_TELEMETRY_PATH = "/metrics"
 SHUTDOWN_TIMEOUT = 5.0
+# How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). The
+# encoding thread deflates large sample texts and holds the GIL only around its zlib calls; when the
+# event loop wants it back meanwhile (a scrape, a query's answer), it should wait a millisecond, not five.
+GIL_SWITCH_INTERVAL = 0.001
 # The exporter-toolkit spelling of the log levels includes "warn".
 _LOG_LEVEL_NAMES = {"warn": "warning"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -300,6 +304,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
     from exporter.webconfig import load_web_config
 
     config = exporter.config
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     web_config = load_web_config(config.web_config_file) if config.web_config_file else None
     reload = reloader(exporter, args)
     app = make_app(

@@ -1,28 +1,50 @@
-"""The text exposition of ``/metrics``, built from a status snapshot and the results it serves.
+"""The exposition of ``/metrics``, built from a status snapshot and the results it serves.
 
-The catalog's metrics (nearly all samples) are the sample lines each result carries, written once
-when the result arrived (``exporter.textformat``); the exporter's own metrics and prometheus_client's
-process and platform collectors go through ``generate_latest``.
+The catalog's metrics (nearly all samples) are the sample text each result carries, written and
+deflated once when the result arrived (``exporter.segments``); a scrape only writes the exporter's
+own metrics (a few hundred lines, with ``textformat``) and prometheus_client's process and platform
+metrics, and splices the rest in. ``Exposition.gzipped`` compresses only what the scrape wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from exporter.catalog import Catalog, MetricSpec
+from exporter import segments
+from exporter.catalog import Catalog
+from exporter.segments import Segment
 from exporter.selfmetrics import SelfMetric, group
 from exporter.status import ExporterStatus
-from exporter.textformat import metric_header, openmetrics_header, openmetrics_unit
+from exporter.textformat import Described, metric_header, openmetrics_header, sample_line
 
 # prometheus_client's own collectors, used without registering them anywhere global.
 _PROCESS = ProcessCollector(registry=None)
 _PLATFORM = PlatformCollector(registry=None)
+
+Header = Callable[[Described], str]
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """One scrape's exposition: text written now (``bytes``) and results' stored text (``Segment``)."""
+
+    parts: tuple[Segment | bytes, ...]
+
+    def body(self) -> bytes:
+        """The exposition as plain text."""
+        return segments.join(self.parts)
+
+    def gzipped(self) -> bytes:
+        """The exposition as one gzip member; only the parts written now are compressed now."""
+        return segments.gzip_join(self.parts)
 
 
 class _Families:
@@ -31,53 +53,56 @@ class _Families:
     def __init__(self, families: Iterable[Metric]) -> None:
         self._families = list(families)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         return iter(self._families)
 
 
-def self_metric_families(metrics: Iterable[SelfMetric], status: ExporterStatus) -> Iterator[Metric]:
-    """Yield one prometheus_client family per self-metric, with its samples from ``status``."""
+def self_metrics_text(metrics: Iterable[SelfMetric], status: ExporterStatus, header: Header) -> str:
+    """Return the self-metrics' families, with their samples read from ``status``."""
+    out: list[str] = []
     for metric in metrics:
-        kind = CounterMetricFamily if metric.type == "counter" else GaugeMetricFamily
-        unit = openmetrics_unit(metric.name, metric.type)  # the text format ignores it
-        family = kind(metric.name, metric.help, labels=list(metric.labels), unit=unit)
-        for labels, value in metric.samples(status):
-            family.add_metric(list(labels), value)
-        yield family
+        out.append(header(metric))
+        name, names = metric.name, metric.labels
+        out.extend(sample_line(name, names, labels, value) for labels, value in metric.samples(status))
+    return "".join(out)
 
 
-def data_text(
-    catalog: Catalog, status: ExporterStatus, header: Callable[[MetricSpec], str] = metric_header
-) -> str:
-    """Return every catalog metric as exposition text, from the lines the served results carry."""
+@functools.cache
+def _header_segment(metric: Described, header: Header) -> Segment:
+    # Headers never change for a catalog: deflated once per metric and format.
+    return Segment.of(header(metric).encode())
+
+
+def data_segments(catalog: Catalog, status: ExporterStatus, header: Header = metric_header) -> list[Segment]:
+    """Return every catalog metric's header and the stored sample text of the served results."""
     served = [
         {c.name: c.served for c in target.collectors if c.served is not None}
         for target in status.targets
         if target.up
     ]
-    out: list[str] = []
+    out: list[Segment] = []
     for spec in catalog.collectors:
-        texts = [result.text for results in served if (result := results.get(spec.name)) is not None]
+        results = [result for by_name in served if (result := by_name.get(spec.name)) is not None]
         for metric in spec.metrics:
-            out.append(header(metric))
-            out.extend(text.get(metric.name, "") for text in texts)
-    return "".join(out)
+            out.append(_header_segment(metric, header))
+            out.extend(result.samples.get(metric.name, segments.EMPTY) for result in results)
+    return out
 
 
-EOF_LINE = b"# EOF\n"
+def render_parts(catalog: Catalog, status: ExporterStatus, open_metrics: bool = False) -> Exposition:
+    """Return the exposition of everything ``status`` knows: the text format, or OpenMetrics 1.0."""
+    header: Header = openmetrics_header if open_metrics else metric_header
+    health = self_metrics_text(group("health"), status, header).encode()
+    sampler = self_metrics_text(group("sampler"), status, header).encode()
+    process = _Families([*_PROCESS.collect(), *_PLATFORM.collect()])
+    # One document: a single "# EOF", at the very end.
+    rest = _openmetrics_text(process) if open_metrics else generate_latest(process)
+    return Exposition((health, *data_segments(catalog, status, header), sampler + rest))
 
 
 def render(catalog: Catalog, status: ExporterStatus, open_metrics: bool = False) -> bytes:
-    """Return the exposition of everything ``status`` knows: the text format, or OpenMetrics 1.0."""
-    health = _Families(self_metric_families(group("health"), status))
-    rest = _Families(
-        [*self_metric_families(group("sampler"), status), *_PROCESS.collect(), *_PLATFORM.collect()]
-    )
-    if not open_metrics:
-        return generate_latest(health) + data_text(catalog, status).encode() + generate_latest(rest)
-    # One document: a single "# EOF", at the very end.
-    head = _openmetrics_text(health).removesuffix(EOF_LINE)
-    return head + data_text(catalog, status, openmetrics_header).encode() + _openmetrics_text(rest)
+    """Return the exposition as plain text (``render_parts`` for the scrape's gzip)."""
+    return render_parts(catalog, status, open_metrics).body()
 
 
 def _openmetrics_text(families: _Families) -> bytes:

@@ -8,7 +8,7 @@ import time
 from exporter import __version__
 from exporter.catalog import Catalog, load_catalog
 from exporter.config import DEFAULT_RELEASES_FILE, Config
-from exporter.exposition import render
+from exporter.exposition import Exposition, render_parts
 from exporter.operations import Classifier, load_operations
 from exporter.releases import Releases, load_releases
 from exporter.status import ExporterStatus
@@ -69,7 +69,7 @@ class Exporter:
 
     async def scrape(
         self, timeout: float | None = None, target: str | None = None, open_metrics: bool = False
-    ) -> bytes:
+    ) -> Exposition:
         """Render the newest good results (as OpenMetrics when asked); never waits on SQL, nor raises.
 
         Only a cold target (just started, or resuming after nobody scraped it for a while) makes the
@@ -78,7 +78,7 @@ class Exporter:
         chosen = list(self.targets.values()) if target is None else [self.targets[target]]
         limit = timeout or self.config.scrape_timeout
         await asyncio.gather(*(t.before_scrape(limit) for t in chosen))
-        return render(self.catalog, self.status(target), open_metrics)
+        return render_parts(self.catalog, self.status(target), open_metrics)
 
     async def reload(self, config: Config) -> None:
         """Apply a new configuration, keeping every counter of the targets that stay.

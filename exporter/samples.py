@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from exporter.catalog import CollectorSpec
@@ -63,21 +64,36 @@ def cap_series(
     if len(series) <= limit:
         return dict(series), 0
     bucket = (OTHER,) * len(next(iter(series)))
-    ranked = sorted(
-        (item for item in series.items() if item[0] != bucket),
-        key=lambda item: (item[0] not in previous, -item[1], item[0]),
-    )
-    kept = dict(ranked[: limit - 1])
-    rest = [value for _, value in ranked[limit - 1 :]]
+    slots = limit - 1
+    stay: list[tuple[LabelValues, float]] = []
+    others: list[tuple[LabelValues, float]] = []
+    for item in series.items():
+        if item[0] != bucket:
+            (stay if item[0] in previous else others).append(item)
+    # Largest value first, ties by label values: two sorts with C-level keys (label tuples are
+    # unique, so the first is by labels alone; the second is stable). A Python key function made
+    # this 30 ms for 5,000 series at the live benchmark scale, all of it holding up the event loop.
+    for group in (stay, others):
+        group.sort()
+        group.sort(key=itemgetter(1), reverse=True)
+    ranked = stay + others
+    kept = dict(ranked[:slots])
+    rest = [value for _, value in ranked[slots:]]
     if bucket in series:  # a real series already has all labels "other": it joins the bucket
         rest.append(series[bucket])
     kept[bucket] = float(_FOLDERS[fold](rest))
     return kept, len(rest)
 
 
-def build_series(spec: CollectorSpec, rows: Sequence[Mapping[str, Any]]) -> dict[str, Series]:
-    """Turn a snapshot collector's result rows into series, metric by metric."""
-    built: dict[str, Series] = {m.name: {} for m in spec.metrics}
+def build_series(
+    spec: CollectorSpec, rows: Sequence[Mapping[str, Any]], into: dict[str, Series] | None = None
+) -> dict[str, Series]:
+    """Turn a snapshot collector's result rows into series, metric by metric.
+
+    ``into`` is the series of the rows before these (a result taken in slices); two rows giving one
+    metric the same labels are an error across slices too.
+    """
+    built: dict[str, Series] = {m.name: {} for m in spec.metrics} if into is None else into
     if not rows:
         return built
     # Positions instead of names: this loop runs for every row of every metric on every run.

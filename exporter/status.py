@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from exporter.facts import TargetFacts
 from exporter.releases import PrefectRelease
+from exporter.segments import Segment
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class CollectorResult:
     error: str | None = None
     # Series of each metric folded into the ``other`` series by the series cap.
     folded: Mapping[str, int] = field(default_factory=dict)
-    # The samples of each metric as exposition text, written once when the result arrives.
-    text: Mapping[str, str] = field(default_factory=dict)
+    # The samples of each metric as exposition text, written and deflated once when the result arrives.
+    samples: Mapping[str, Segment] = field(default_factory=dict)
     # time.time() when the run ended (what prefect_db_exporter_collector_last_success_timestamp_seconds says).
     finished_at: float = 0.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import html
 import logging
 import time
@@ -42,12 +41,6 @@ def scrape_timeout(request: web.Request, configured: float) -> float:
     except ValueError:
         announced = configured
     return max(0.5, min(configured, announced))
-
-
-# Bodies smaller than this go out as they are: compressing them saves less than it costs.
-GZIP_MIN_BYTES = 1024
-# Fast, and nearly as small as the default level on exposition text.
-GZIP_LEVEL = 6
 
 
 def _accepted(header: str) -> list[tuple[str, dict[str, str], float]]:
@@ -102,17 +95,19 @@ async def metrics(request: web.Request) -> web.Response:
         known = ", ".join(exporter.targets)
         raise web.HTTPBadRequest(text=f"unknown target {target[:100]!r}; known targets: {known}\n")
     open_metrics = wants_openmetrics(request.headers.get("Accept", ""))
-    body = await exporter.scrape(
+    exposition = await exporter.scrape(
         scrape_timeout(request, exporter.config.scrape_timeout), target, open_metrics=open_metrics
     )
     headers = {
         "Content-Type": OPENMETRICS_CONTENT_TYPE if open_metrics else CONTENT_TYPE_LATEST,
         "Vary": "Accept, Accept-Encoding",
     }
-    if len(body) >= GZIP_MIN_BYTES and wants_gzip(request.headers.get("Accept-Encoding", "")):
-        # In a thread: a large exposition takes milliseconds to compress, the event loop must not wait.
-        body = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL)
+    if wants_gzip(request.headers.get("Accept-Encoding", "")):
+        # The results' text was deflated when they arrived: only this scrape's own lines are now.
+        body = exposition.gzipped()
         headers["Content-Encoding"] = "gzip"
+    else:
+        body = exposition.body()
     return web.Response(body=body, headers=headers)
 
 

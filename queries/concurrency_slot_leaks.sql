@@ -35,7 +35,15 @@
 WITH limits AS (
     SELECT cl.id, cl.name, cl."limit", cl.slot_decay_per_second,
            greatest(0, cl.active_slots - floor(cl.slot_decay_per_second
-                                               * extract(epoch FROM now() - cl.updated))) AS active_slots
+                                               * extract(epoch FROM now() - cl.updated))) AS active_slots,
+           -- Prefect names a deployment's limit deployment:<deployment id> (models/deployments.py, 3.0.3
+           -- to 3.9.1): the deployment is then one pk_deployment probe, where a join on
+           -- deployment.concurrency_limit_id (no index) would read every deployment row. Dashes where a
+           -- UUID has them and hex digits elsewhere, as in concurrency_limits.
+           CASE WHEN cl.name LIKE 'deployment:________-____-____-____-____________'
+                 AND translate(substr(cl.name, 12), '0123456789abcdefABCDEF', '') = '----'
+                THEN substr(cl.name, 12)::uuid
+           END AS deployment_id
     FROM concurrency_limit_v2 AS cl
     WHERE cl.active AND cl.slot_decay_per_second = 0
 ),
@@ -60,7 +68,7 @@ held AS (
            l.active_slots,
            CASE WHEN d.id IS NOT NULL THEN coalesce(dh.holders, 0) ELSE th.holders END AS holders
     FROM limits AS l
-    LEFT JOIN deployment AS d ON d.concurrency_limit_id = l.id
+    LEFT JOIN deployment AS d ON d.id = l.deployment_id AND d.concurrency_limit_id = l.id
     LEFT JOIN flow AS f ON f.id = d.flow_id
     LEFT JOIN deployment_holders AS dh ON dh.deployment_id = d.id
     LEFT JOIN tag_holders AS th ON th.id = l.id

@@ -129,7 +129,7 @@ async def scrape(exporter: Exporter, *, refresh: bool = True) -> Series:
     """
     if refresh:
         await refresh_now(exporter)
-    return parse((await exporter.scrape()).decode())
+    return parse((await exporter.scrape()).body().decode())
 
 
 @asynccontextmanager

@@ -184,6 +184,48 @@ async def test_stale_rows_stored_online_and_ready_are_the_foremans_disagreement(
     assert samples(series, overdue, work_pool="pool-calm") == {}
 
 
+async def test_the_foremans_edges_no_queue_never_polled_no_interval_and_long_gone_workers(
+    any_prefect_db: TestDatabase,
+) -> None:
+    """The stale rows are found from the stale queues, the deployments without a queue and the recent
+    workers: each edge of that path, made for real."""
+    async with admin(any_prefect_db) as conn:
+        pool = await seed.create_work_pool(conn, "pool-e", default_queue_last_polled_ago=5)
+        flow = await seed.create_flow(conn, "flow")
+        # Without a queue: stale when its own poll is 500 s old; never polled (NULL) is not stale.
+        deployment = troubles.create_deployment
+        await deployment(conn, flow, None, "no-queue-stale", status="READY", last_polled_ago=500)
+        await deployment(conn, flow, None, "no-queue-unpolled", status="READY")
+        # A queue never polled (last_polled NULL) stored READY: the queue itself is not counted, its
+        # deployment polled 300 s ago is; one never polled is not.
+        unpolled = await seed.create_work_queue(conn, pool.id, "unpolled", status="READY")
+        await deployment(conn, flow, unpolled, "d-old", status="READY", last_polled_ago=300)
+        await deployment(conn, flow, unpolled, "d-null", status="READY")
+        # Stored NOT_READY already: right, not counted.
+        await deployment(conn, flow, unpolled, "d-marked", status="NOT_READY", last_polled_ago=900)
+        # A fresh queue keeps its deployments READY however old their own poll.
+        await deployment(conn, flow, pool.default_queue_id, "d-fresh-queue", status="READY",
+                         last_polled_ago=900)  # fmt: skip
+        # No heartbeat interval: Prefect assumes 30 s, so 3 x 30 s.
+        await seed.create_worker(conn, pool.id, "no-interval-late", heartbeat_ago=120, interval=None,
+                                 status="ONLINE")  # fmt: skip
+        await seed.create_worker(conn, pool.id, "no-interval-ok", heartbeat_ago=60, interval=None,
+                                 status="ONLINE")  # fmt: skip
+        # Silent for two days, beyond worker_recent_seconds (one day): long gone, not read.
+        await seed.create_worker(conn, pool.id, "long-gone", heartbeat_ago=2 * 86400, status="ONLINE")
+    series = await scrape_once(any_prefect_db, "foreman")
+    rows = "prefect_db_foreman_stale_status_rows"
+    overdue = "prefect_db_foreman_stale_status_max_overdue_seconds"
+    assert value(series, rows, work_pool="", relation="deployment") == 1
+    assert about(value(series, overdue, work_pool="", relation="deployment"), 500 - 60)
+    assert value(series, rows, work_pool="pool-e", relation="deployment") == 1
+    assert about(value(series, overdue, work_pool="pool-e", relation="deployment"), 300 - 60)
+    assert value(series, rows, work_pool="pool-e", relation="work_queue") == 0
+    assert value(series, rows, work_pool="pool-e", relation="worker") == 1
+    assert about(value(series, overdue, work_pool="pool-e", relation="worker"), 120 - 90)
+    assert samples(series, rows, work_pool="", relation="worker") == {}
+
+
 # 3. Retention keeping up --------------------------------------------------------------------------
 
 

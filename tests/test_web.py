@@ -120,7 +120,9 @@ async def test_a_scraper_that_accepts_gzip_gets_the_same_metrics_gzipped(prefect
             assert "Content-Encoding" not in response.headers
             plain = await response.read()
     unpacked = gzip.decompress(compressed)
-    assert len(compressed) < len(unpacked) / 4
+    # Each result's samples and each family header are deflated apart (once, not per scrape): on a
+    # test database, where headers are most of the text, that gives 3.5x rather than 5x.
+    assert len(compressed) < len(unpacked) / 3
     catalog_lines = [b"prefect_db_flow_runs", b"prefect_db_work_queue"]
     for text in (unpacked, plain):
         assert all(line in text for line in catalog_lines)

@@ -15,14 +15,15 @@ from devtools import seed
 
 
 async def create_deployment(
-    conn: asyncpg.Connection, flow_id: uuid.UUID, queue_id: uuid.UUID, name: str, *,
-    status: str, last_polled_ago: float,
+    conn: asyncpg.Connection, flow_id: uuid.UUID, queue_id: uuid.UUID | None, name: str, *,
+    status: str, last_polled_ago: float | None = None,
 ) -> uuid.UUID:  # fmt: skip
-    """A deployment with only the columns every schema has (2.20 lacks concurrency_limit_id)."""
+    """A deployment with only the columns every schema has (2.20 lacks concurrency_limit_id); without
+    a queue when ``queue_id`` is None, never polled (last_polled NULL) when ``last_polled_ago`` is."""
     deployment_id: uuid.UUID = await conn.fetchval(
         """
         INSERT INTO deployment (name, flow_id, work_queue_id, work_queue_name, status, last_polled)
-        VALUES ($1, $2, $3, (SELECT name FROM work_queue WHERE id = $3), $4::deployment_status,
+        VALUES ($1, $2, $3::uuid, (SELECT name FROM work_queue WHERE id = $3::uuid), $4::deployment_status,
                 clock_timestamp() - make_interval(secs => $5::float8))
         RETURNING id
         """,

@@ -10,6 +10,7 @@ import pytest
 from exporter.catalog import CollectorSpec, Requires
 from exporter.collection import collector_status
 from exporter.freshness import is_fresh, stale_limit
+from exporter.segments import Segment
 from exporter.status import CollectorResult, CollectorState
 
 TTL = 15.0
@@ -18,7 +19,7 @@ SPEC = CollectorSpec("demo", Path("demo.sql"), "A demo collector.", "SELECT 1", 
 
 def result(finished: float, status: str = "success", error: str | None = None) -> CollectorResult:
     return CollectorResult(
-        status, 0.25, finished, rows=3, error=error, folded={"m": 2}, text={"m": "m 1\n"},
+        status, 0.25, finished, rows=3, error=error, folded={"m": 2}, samples={"m": Segment.of(b"m 1\n")},
         finished_at=1_700_000_000.0 + finished,
     )  # fmt: skip
 

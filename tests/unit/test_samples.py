@@ -6,6 +6,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.catalog import CollectorSpec, MetricSpec, Requires
 from exporter.samples import InvalidResult, build_series, cap_series
@@ -95,3 +97,36 @@ def test_when_fewer_fit_than_were_kept_the_largest_of_them_stay() -> None:
     previous = {("a",), ("b",), ("c",)}
     kept, folded = cap_series({("a",): 1.0, ("b",): 3.0, ("c",): 2.0, ("d",): 9.0}, 3, "sum", previous)
     assert (kept, folded) == ({("b",): 3.0, ("c",): 2.0, ("other",): 10.0}, 2)
+
+
+def reference_cap(
+    series: dict[tuple[str, ...], float], limit: int, previous: set[tuple[str, ...]]
+) -> dict[tuple[str, ...], float]:
+    """The cap's rule as one sort with a key: kept last time first, then largest, then by labels."""
+    if len(series) <= limit:
+        return dict(series)
+    bucket = ("other",) * len(next(iter(series)))
+    ranked = sorted(
+        (item for item in series.items() if item[0] != bucket),
+        key=lambda item: (item[0] not in previous, -item[1], item[0]),
+    )
+    kept = dict(ranked[: limit - 1])
+    rest = [v for _, v in ranked[limit - 1 :]] + ([series[bucket]] if bucket in series else [])
+    kept[bucket] = float(sum(rest))
+    return kept
+
+
+LABELS = st.sampled_from(["a", "b", "c", "d", "other"])
+
+
+@given(
+    st.dictionaries(st.tuples(LABELS, LABELS), st.integers(-3, 3).map(float), min_size=1, max_size=25),
+    st.integers(2, 12),
+    st.sets(st.tuples(LABELS, LABELS), max_size=10),
+)
+def test_the_cap_keeps_what_its_rule_says_kept_first_then_largest_then_by_labels(
+    series: dict[tuple[str, ...], float], limit: int, previous: set[tuple[str, ...]]
+) -> None:
+    kept, _ = cap_series(series, limit, "sum", previous)
+    assert kept == reference_cap(series, limit, previous)
+    assert list(kept) == list(reference_cap(series, limit, previous))

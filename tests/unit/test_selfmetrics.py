@@ -6,12 +6,15 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.paths import REPO_ROOT
 from exporter.catalog import Catalog, CollectorSpec, Requires
 from exporter.collection import collector_status
-from exporter.exposition import render
+from exporter.exposition import render, self_metrics_text
 from exporter.facts import TargetFacts
 from exporter.releases import PrefectRelease
 from exporter.selfmetrics import SELF_METRICS
@@ -23,6 +26,7 @@ from exporter.status import (
     ServerLogStatus,
     TargetStatus,
 )
+from exporter.textformat import metric_header, openmetrics_header, openmetrics_unit
 
 
 def spec(name: str) -> CollectorSpec:
@@ -120,3 +124,33 @@ def test_every_self_metric_is_defined_once_and_documented() -> None:
     for metric in SELF_METRICS:
         assert metric.name.startswith("prefect_db_")
         assert metric.name.endswith("_total") == (metric.type == "counter"), metric.name
+
+
+def reference_self_metrics(status: ExporterStatus, open_metrics: bool) -> bytes:
+    """The self-metrics as prometheus_client writes them (what the exporter's own writer must match)."""
+    families = []
+    for metric in SELF_METRICS:
+        kind = CounterMetricFamily if metric.type == "counter" else GaugeMetricFamily
+        unit = openmetrics_unit(metric.name, metric.type)
+        family = kind(metric.name, metric.help, labels=list(metric.labels), unit=unit)
+        for labels, value in metric.samples(status):
+            family.add_metric(list(labels), value)
+        families.append(family)
+
+    class Families:
+        def collect(self) -> list[Metric]:
+            return families
+
+    if open_metrics:
+        written: bytes = openmetrics_exposition.generate_latest(Families())  # type: ignore[no-untyped-call]
+        return written.removesuffix(b"# EOF\n")
+    return generate_latest(Families())  # type: ignore[arg-type]
+
+
+def test_the_self_metrics_are_written_byte_for_byte_as_prometheus_client_writes_them() -> None:
+    status = ExporterStatus(
+        "9.9", 0.0, "exporter.yml", True, 1234.0, (target('p"rod\\', True), target("dr", False))
+    )
+    for open_metrics, header in ((False, metric_header), (True, openmetrics_header)):
+        ours = self_metrics_text(SELF_METRICS, status, header).encode()
+        assert ours == reference_self_metrics(status, open_metrics), open_metrics

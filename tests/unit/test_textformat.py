@@ -28,7 +28,7 @@ def test_label_values_are_escaped_as_prometheus_client_does(value: str) -> None:
 
 
 def test_a_writer_used_again_writes_what_a_new_one_writes() -> None:
-    """Label text kept from one run is re-used for the next; new, gone and changed series are right."""
+    """A writer keeps nothing from one run to the next: new, gone and changed series are right."""
     metric = MetricSpec("m", "gauge", "h", "v", ("work_queue", "state"), 1, "sum")
     writer = SampleWriter(metric, 'ta"rget')
     runs: list[dict[tuple[str, ...], float]] = [
@@ -38,8 +38,15 @@ def test_a_writer_used_again_writes_what_a_new_one_writes() -> None:
         {("q1", "RUNNING"): 0.0},
     ]
     for series in runs:
-        assert writer.write(series) == SampleWriter(metric, 'ta"rget').write(series)
-    assert writer.write(runs[0]) == (
+        assert writer.write(series.items()) == SampleWriter(metric, 'ta"rget').write(series.items())
+    assert writer.write(runs[0].items()) == (
         'm{state="RUNNING",target="ta\\"rget",work_queue="q1"} 1.0\n'
         'm{state="PENDING",target="ta\\"rget",work_queue="q\\\\2"} 2.0\n'
     )
+
+
+def test_a_target_name_with_percent_signs_and_quotes_is_written_as_it_is() -> None:
+    # The line template is filled with %: a % in the target's name must not be read as a placeholder.
+    metric = MetricSpec("m", "gauge", "h", "v", ("q",), 1, "sum")
+    line = SampleWriter(metric, 'a%s"b%%').write([(("100%",), 1.0)])
+    assert line == 'm{q="100%",target="a%s\\"b%%"} 1.0\n'
