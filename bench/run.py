@@ -57,10 +57,11 @@ from bench.generate import LIVE_BUILD, Build, Sizes, ensure_database
 from bench.refresh import shift_to_now
 from devtools.pgcluster import PgCluster, free_port
 from exporter.catalog import Catalog, CollectorSpec, load_catalog
-from exporter.config import DEFAULT_OPERATIONS_FILE, DEFAULT_QUERY_DIR, load_config
+from exporter.config import DEFAULT_OPERATIONS_FILE, DEFAULT_QUERY_DIR, Config, load_config
 from exporter.database import TargetDatabase
 from exporter.exposition import render, render_parts
 from exporter.gates import unmet_requirement
+from exporter.interpreter import tune_for_serving
 from exporter.labels import PREFECT_TABLES
 from exporter.operations import load_operations
 from exporter.registry import Exporter
@@ -491,6 +492,13 @@ async def explain_analyze(cluster: PgCluster, dbname: str, specs: Sequence[Colle
 # ---------------------------------------------------------------- HTTP scrapes
 
 
+def exporter_as_served(config: Config) -> Exporter:
+    """The exporter of ``config``, in this process set up as ``cli.serve`` sets up its own."""
+    exporter = Exporter.from_config(config)
+    tune_for_serving()
+    return exporter
+
+
 @asynccontextmanager
 async def in_process_exporter(cluster: PgCluster, dbname: str) -> AsyncIterator[tuple[Exporter, str]]:
     """Serve the real exporter (sampler off) in this process on a free port; yield (exporter, url).
@@ -498,7 +506,7 @@ async def in_process_exporter(cluster: PgCluster, dbname: str) -> AsyncIterator[
     For the cold start, which watches the exporter's own state; scrape timings use ``served_exporter``.
     """
     port = free_port()
-    exporter = Exporter.from_config(load_config(write_config(cluster, dbname, port=port, sampler=False)))
+    exporter = exporter_as_served(load_config(write_config(cluster, dbname, port=port, sampler=False)))
     runner = web.AppRunner(make_app(exporter), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -669,7 +677,7 @@ async def bench_scrapes(
 async def scrape_breakdown(cluster: PgCluster, dbname: str, rounds: int) -> dict[str, Any]:
     """Split an uncached in-process scrape into refresh (queries and samples) and rendering."""
     config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
-    exporter = Exporter.from_config(config)
+    exporter = exporter_as_served(config)
     refresh_ms: list[float] = []
     render_ms: list[float] = []
     try:
@@ -722,7 +730,7 @@ async def bench_collection(cluster: PgCluster, dbname: str, rounds: int) -> dict
     admin = await admin_connection(cluster)
     ids = await statement_stats(admin, dbname)
     config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
-    exporter = Exporter.from_config(config)
+    exporter = exporter_as_served(config)
     walls: list[float] = []
     servers: list[float] = []
     text = ""

@@ -32,6 +32,7 @@ from exporter.config import (
     with_collector_flags,
 )
 from exporter.errors import ConfigError, ExporterError
+from exporter.interpreter import tune_for_serving
 from exporter.logs import setup_logging
 
 # The serving path (aiohttp, the registry, the web stack) and each subcommand are imported where
@@ -49,10 +50,6 @@ COLLECTORS_ENABLE_ENV = f"{ENV_PREFIX}COLLECTORS_ENABLE"
 COLLECTORS_DISABLE_ENV = f"{ENV_PREFIX}COLLECTORS_DISABLE"
 DEFAULT_TELEMETRY_PATH = "/metrics"
 SHUTDOWN_TIMEOUT = 5.0
-# How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). The
-# encoding thread deflates large sample texts and holds the GIL only around its zlib calls; when the
-# event loop wants it back meanwhile (a scrape, a query's answer), it should wait a millisecond, not five.
-GIL_SWITCH_INTERVAL = 0.001
 # The exporter-toolkit spelling of the log levels includes "warn".
 _LOG_LEVEL_NAMES = {"warn": "warning"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -304,7 +301,6 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
     from exporter.webconfig import load_web_config
 
     config = exporter.config
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     web_config = load_web_config(config.web_config_file) if config.web_config_file else None
     reload = reloader(exporter, args)
     app = make_app(
@@ -315,6 +311,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    tune_for_serving()
     ssl_context = web_config.ssl_context() if web_config else None
     site = web.TCPSite(runner, config.listen_host, config.listen_port, ssl_context=ssl_context)
     try:

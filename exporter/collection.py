@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 # The look for exclusive locks before a round is cheap; if it is not, the round goes on without it.
 LOCK_LOOK_TIMEOUT = 1.0
-# Rows (or series) turned into series (or text) between two turns of the event loop: about 0.5 ms.
+# Series built (or written as text) between two turns of the event loop: about 0.5 ms. A slice of
+# rows holds this many series over all the collector's metrics (running_heartbeats has seven).
 ENCODE_SLICE = 500
 # Sample text shorter than this is deflated on the event loop (well under a millisecond); handing it
 # to the encoding thread would cost more than that in the hand-over.
@@ -414,15 +415,16 @@ class CollectorRuns:
         """Turn one run's rows (or incremental series) into each metric's capped sample text, deflated.
 
         CPU work in proportion to the rows (tens of milliseconds for thousands): done in slices of
-        ``ENCODE_SLICE`` rows or series with the event loop let in between, so that a scrape arriving
+        ``ENCODE_SLICE`` series with the event loop let in between, so that a scrape arriving
         meanwhile waits for one slice, not for the whole result. Deflating goes to the encoding thread:
         zlib lets go of the GIL while it compresses. (Doing it all in that thread made every query's
         round trip wait for the GIL instead: 1.7x the SQL's server time for a full collection.)
         """
         if series is None:
             built: dict[str, Series] = {m.name: {} for m in spec.metrics}
-            for start in range(0, len(records), ENCODE_SLICE):
-                build_series(spec, records[start : start + ENCODE_SLICE], built)
+            rows = max(1, ENCODE_SLICE // max(1, len(spec.metrics)))
+            for start in range(0, len(records), rows):
+                build_series(spec, records[start : start + rows], built)
                 await asyncio.sleep(0)
             series = built
         loop = asyncio.get_running_loop()
