@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import gzip
 import json
 import os
@@ -642,6 +643,10 @@ async def bench_scrapes(
             failures: dict[str, set[str]] = {name: set() for name in plan}
             names = ", ".join(plan)
             progress(f"full scrapes: {warmup} warm-up + {scrapes} alternating rounds of {names}")
+            # This process holds every earlier result: a full pass of its own garbage collector
+            # during a timed GET would be counted against whichever exporter was being scraped.
+            gc.collect()
+            gc.freeze()
             for round_number in range(warmup + scrapes):
                 for name, (url, pid) in plan.items():
                     if pid is not None:

@@ -147,6 +147,9 @@ class CollectorRuns:
         # One thread per target deflates the sample text (see _encode); one keeps memory to one malloc
         # arena.
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{db.config.name}")
+        # One result encoded at a time: each turn of the event loop runs one slice of every encoding
+        # in progress, so with several at once a scrape waited for several slices at each of its steps.
+        self._encoding = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -384,7 +387,8 @@ class CollectorRuns:
                 records = await self.db.fetch(spec.sql, spec.timeout, None, acquire_timeout)
                 series = None
             rows = len(records)
-            samples, folded = await self._encode(spec, records, series)
+            async with self._encoding:
+                samples, folded = await self._encode(spec, records, series)
         except QueryError as failure:
             status, error = failure.status, str(failure)
         except ConnectError as failure:
