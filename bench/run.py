@@ -1372,7 +1372,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: ``python -m bench.run``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="runs per collector (default 50)")
-    parser.add_argument("--scrapes", type=int, default=50, help="full scrapes per exporter (default 50)")
+    parser.add_argument("--scrapes", type=int, default=100, help="full scrapes per exporter (default 100)")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured warm-up runs (default 3)")
     parser.add_argument("--idle-connections", type=int, default=500, help="idle clients for the sampler")
     parser.add_argument("--sampler-seconds", type=float, default=60.0, help="sampler CPU window")

