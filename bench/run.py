@@ -725,50 +725,61 @@ def exposition_series(text: str) -> dict[str, dict[str, Any]]:
     return families
 
 
-async def bench_collection(cluster: PgCluster, dbname: str, rounds: int) -> dict[str, Any]:
+async def bench_collections(cluster: PgCluster, databases: dict[str, str], rounds: int) -> dict[str, Any]:
     """Time full in-process collections (every collector re-run) against the server time of their SQL.
 
-    pg_stat_statements is reset before each collection; the server time is the sum of the execution
-    time of every statement the exporter role ran in it (collectors, facts, pings). The ratio is the
-    exporter's own overhead: what the client adds on top of the physical limit.
+    One exporter per database (key -> name), measured in alternating rounds like everything else that
+    is compared, so that drifting load (autovacuum after the shift to the present, the live writers)
+    hits every database alike. pg_stat_statements is reset before each collection; the server time
+    is the sum of the execution time of every statement the exporter role ran in it (collectors,
+    facts, pings). The ratio is the exporter's own overhead: what the client adds on top of the
+    physical limit.
     """
     admin = await admin_connection(cluster)
-    ids = await statement_stats(admin, dbname)
-    config = load_config(write_config(cluster, dbname, port=free_port(), sampler=False))
-    exporter = exporter_as_served(config)
-    walls: list[float] = []
-    servers: list[float] = []
-    text = ""
+    ids = {key: await statement_stats(admin, name) for key, name in databases.items()}
+    exporters: dict[str, Exporter] = {}
+    walls: dict[str, list[float]] = {key: [] for key in databases}
+    servers: dict[str, list[float]] = {key: [] for key in databases}
+    texts: dict[str, str] = {}
     try:
-        await exporter.refresh(config.scrape_timeout)  # connect, read the facts, warm the caches
+        for key, name in databases.items():
+            config = load_config(write_config(cluster, name, port=free_port(), sampler=False))
+            exporters[key] = exporter = exporter_as_served(config)
+            await exporter.refresh(config.scrape_timeout)  # connect, read the facts, warm the caches
+        progress(f"full collections: {rounds} alternating rounds of {', '.join(databases)}")
         for _ in range(rounds):
-            for target in exporter.targets.values():
-                target.runs.forget_results()
-            await admin.execute("SELECT pg_stat_statements_reset()")
-            started = time.perf_counter()
-            await exporter.refresh(config.scrape_timeout)
-            walls.append((time.perf_counter() - started) * 1000)
-            servers.append(
-                await admin.fetchval(
-                    "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements"
-                    " WHERE dbid = $1 AND userid = $2",
-                    *ids,
+            for key, exporter in exporters.items():
+                for target in exporter.targets.values():
+                    target.runs.forget_results()
+                await admin.execute("SELECT pg_stat_statements_reset()")
+                started = time.perf_counter()
+                await exporter.refresh(exporter.config.scrape_timeout)
+                walls[key].append((time.perf_counter() - started) * 1000)
+                servers[key].append(
+                    await admin.fetchval(
+                        "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements"
+                        " WHERE dbid = $1 AND userid = $2",
+                        *ids[key],
+                    )
                 )
-            )
-        text = render(exporter.catalog, exporter.status()).decode()
+        texts = {key: render(e.catalog, e.status()).decode() for key, e in exporters.items()}
     finally:
-        await exporter.close()
+        for exporter in exporters.values():
+            await exporter.close()
         await admin.close()
-    wall, server = statistics.median(walls), statistics.median(servers)
-    families = exposition_series(text)
-    return {
-        "wall": summary(walls),
-        "server_median_ms": round(server, 2),
-        "overhead_ratio": round(wall / server, 2) if server else None,
-        "series": sum(f["series"] for f in families.values()),
-        "families": families,
-        "failed_collectors": failed_collectors(text),
-    }
+    results: dict[str, Any] = {}
+    for key, text in texts.items():
+        wall, server = statistics.median(walls[key]), statistics.median(servers[key])
+        families = exposition_series(text)
+        results[key] = {
+            "wall": summary(walls[key]),
+            "server_median_ms": round(server, 2),
+            "overhead_ratio": round(wall / server, 2) if server else None,
+            "series": sum(f["series"] for f in families.values()),
+            "families": families,
+            "failed_collectors": failed_collectors(text),
+        }
+    return results
 
 
 # ---------------------------------------------------------------- cold start
@@ -1339,9 +1350,7 @@ async def measure_all(
     results["rss"] = await bench_rss(cluster, main_db, warm_scrapes=10)
     if "live" in databases:
         results["rss_live"] = await bench_rss(cluster, databases["live"], warm_scrapes=10)
-    results["collection"] = {
-        key: await bench_collection(cluster, name, args.collections) for key, name in databases.items()
-    }
+    results["collection"] = await bench_collections(cluster, databases, args.collections)
     # Last: it restarts the cluster.
     results["cold_start"] = await bench_cold_start(cluster, main_db)
 
