@@ -732,8 +732,8 @@ async def bench_collections(cluster: PgCluster, databases: dict[str, str], round
     is compared, so that drifting load (autovacuum after the shift to the present, the live writers)
     hits every database alike. pg_stat_statements is reset before each collection; the server time
     is the sum of the execution time of every statement the exporter role ran in it (collectors,
-    facts, pings). The ratio is the exporter's own overhead: what the client adds on top of the
-    physical limit.
+    facts, pings). The ratio, the median over the collections of each one's wall time over its own
+    server time, is the exporter's own overhead: what the client adds on top of the physical limit.
     """
     admin = await admin_connection(cluster)
     ids = {key: await statement_stats(admin, name) for key, name in databases.items()}
@@ -769,12 +769,15 @@ async def bench_collections(cluster: PgCluster, databases: dict[str, str], round
         await admin.close()
     results: dict[str, Any] = {}
     for key, text in texts.items():
-        wall, server = statistics.median(walls[key]), statistics.median(servers[key])
+        server = statistics.median(servers[key])
+        # Each collection against its own SQL's server time: a slow moment of the shared machine
+        # slows both, and pairing them keeps it out of the ratio.
+        ratios = [wall / spent for wall, spent in zip(walls[key], servers[key], strict=True) if spent]
         families = exposition_series(text)
         results[key] = {
             "wall": summary(walls[key]),
             "server_median_ms": round(server, 2),
-            "overhead_ratio": round(wall / server, 2) if server else None,
+            "overhead_ratio": round(statistics.median(ratios), 2) if ratios else None,
             "series": sum(f["series"] for f in families.values()),
             "families": families,
             "failed_collectors": failed_collectors(text),
@@ -1099,7 +1102,8 @@ def targets_met(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ratio = c["overhead_ratio"]
         verdict[f"collection_overhead@{key}_at_most_1_2"] = judge(
             ratio is not None and ratio <= TARGET_OVERHEAD_RATIO,
-            f"{ratio} ({c['wall']['median_ms']} ms wall / {c['server_median_ms']} ms server)",
+            f"{ratio} (median of each collection's wall over its server time; medians "
+            f"{c['wall']['median_ms']} ms wall, {c['server_median_ms']} ms server)",
             "the client adds more than 20 % to the server time of the SQL",
         )
     live = results.get("collection", {}).get("live")
@@ -1225,7 +1229,8 @@ def collection_markdown(results: dict[str, Any]) -> list[str]:
     lines = [
         "## One full collection in process (every collector re-run) against its SQL's server time",
         "",
-        "| database | wall median ms | wall p99 ms | server ms | ratio | series "
+        "| database | wall median ms | wall p99 ms | server median ms | ratio (median of wall/server) "
+        "| series "
         "| per queue | per pool | fixed |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
