@@ -79,7 +79,7 @@ def cap_series(
     bucket = (OTHER,) * len(next(iter(series)))
     slots = limit - 1
     # Set operations and comprehensions, no sorting, in the usual case: once the cap has folded, the
-    # series kept last time still exist and fill every slot (0.8 ms for 5,000 series, was 7 ms).
+    # series kept last time still exist and fill every slot (0.6 ms for 5,000 series, was 2.6 ms).
     keep = series.keys() & previous
     keep.discard(bucket)
     if len(keep) > slots:
