@@ -67,7 +67,8 @@ def self_metrics_text(metrics: Iterable[SelfMetric], status: ExporterStatus, hea
     return "".join(out)
 
 
-@functools.cache
+# Bounded: each reload's catalog brings its own metric objects, and the old ones must not stay forever.
+@functools.lru_cache(maxsize=4096)
 def _header_segment(metric: Described, header: Header) -> Segment:
     # Headers never change for a catalog: deflated once per metric and format.
     return Segment.of(header(metric).encode())
